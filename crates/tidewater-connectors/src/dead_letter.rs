@@ -1,0 +1,88 @@
+//! Dead-letter sinks: a JSON-lines file ('dead-letter.path'), or counting only.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
+use tidewater_core::{Error, Result};
+
+/// Writes each dead letter as one JSON object per line:
+/// `{"reason": .., "file": .., "line": .., "raw": ..}` (`"stream"` instead of `"file"` for
+/// stdin). Raw bytes that are not UTF-8 are written lossily and also as `"raw_hex"`.
+#[derive(Debug)]
+pub struct FileDeadLetters {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+}
+
+impl FileDeadLetters {
+    /// Creates (truncates) the file at `path`, creating parent directories.
+    pub fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io("cannot create directory", dir, e))?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io("cannot open dead-letter file", path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: Mutex::new(BufWriter::new(f)),
+        })
+    }
+}
+
+/// The JSON line for one dead letter.
+pub fn to_json(letter: &DeadLetter) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    o.insert("reason".into(), letter.reason.clone().into());
+    match &letter.position {
+        Position::Line { file, line } => {
+            o.insert("file".into(), file.clone().into());
+            o.insert("line".into(), (*line).into());
+        }
+        Position::Offset { stream, line } => {
+            o.insert("stream".into(), stream.clone().into());
+            o.insert("line".into(), (*line).into());
+        }
+        Position::Unknown => {}
+    }
+    o.insert(
+        "raw".into(),
+        String::from_utf8_lossy(&letter.raw).into_owned().into(),
+    );
+    if std::str::from_utf8(&letter.raw).is_err() {
+        let hex: String = letter.raw.iter().map(|b| format!("{b:02x}")).collect();
+        o.insert("raw_hex".into(), hex.into());
+    }
+    serde_json::Value::Object(o)
+}
+
+impl DeadLetterSink for FileDeadLetters {
+    fn write(&self, letter: DeadLetter) -> Result<()> {
+        let line = to_json(&letter).to_string();
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| Error::runtime("dead-letter writer poisoned"))?;
+        out.write_all(line.as_bytes())
+            .and_then(|_| out.write_all(b"\n"))
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::io("cannot write dead letter to", &self.path, e))
+    }
+}
+
+/// Counts only (the job metrics already do); used when no 'dead-letter.path' is set.
+#[derive(Debug, Default)]
+pub struct DiscardDeadLetters;
+
+impl DeadLetterSink for DiscardDeadLetters {
+    fn write(&self, letter: DeadLetter) -> Result<()> {
+        tracing::debug!(reason = %letter.reason, position = ?letter.position, "dead letter");
+        Ok(())
+    }
+}

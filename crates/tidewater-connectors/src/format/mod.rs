@@ -1,0 +1,255 @@
+//! Record formats: CSV and JSON lines, decoded with Arrow.
+//!
+//! Input arrives as chunks of whole lines. A chunk is decoded in one Arrow call (the fast
+//! path); only when that fails is it decoded line by line, so that each bad line becomes
+//! a dead letter with its reason and line number and the good lines still count.
+
+mod lines;
+mod writer;
+
+pub use lines::{Chunk, LineReader};
+pub use writer::{RowFormatter, stringify_timestamps};
+
+use std::sync::Arc;
+
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use tidewater_core::Result;
+use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
+use tidewater_core::metrics::JobMetrics;
+
+use crate::TableOptions;
+
+/// A record format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// Comma (or `delimiter`) separated values; `header` skips/writes a first line.
+    Csv {
+        /// Field delimiter ('csv.field-delimiter', default `,`).
+        delimiter: u8,
+        /// 'csv.header' (default false).
+        header: bool,
+    },
+    /// One JSON object per line.
+    Json,
+}
+
+/// Option names every format understands.
+pub const FORMAT_OPTIONS: &[&str] = &["format", "csv.field-delimiter", "csv.header"];
+
+impl Format {
+    /// Reads 'format' (required) and its sub-options.
+    pub fn from_options(o: &TableOptions) -> Result<Self> {
+        let name = o.required("format")?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "csv" => {
+                let d = o.get("csv.field-delimiter").unwrap_or(",");
+                let d = match d {
+                    "\\t" => "\t",
+                    other => other,
+                };
+                if d.len() != 1 {
+                    return Err(o.error(
+                        "csv.field-delimiter",
+                        format!("must be a single character, got '{d}'"),
+                    ));
+                }
+                Ok(Format::Csv {
+                    delimiter: d.as_bytes()[0],
+                    header: o.bool_or("csv.header", false)?,
+                })
+            }
+            "json" => Ok(Format::Json),
+            other => Err(o.error(
+                "format",
+                format!("'{other}' is not supported; use 'csv' or 'json'"),
+            )),
+        }
+    }
+
+    /// File extension for part files.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Format::Csv { .. } => "csv",
+            Format::Json => "json",
+        }
+    }
+
+    /// True when each file starts with a header line to skip.
+    pub fn skips_header(&self) -> bool {
+        matches!(self, Format::Csv { header: true, .. })
+    }
+
+    fn decode_bytes(
+        &self,
+        schema: &SchemaRef,
+        data: &[u8],
+        rows: usize,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        let rows = rows.max(1);
+        match self {
+            Format::Csv { delimiter, .. } => {
+                let mut d = arrow::csv::ReaderBuilder::new(schema.clone())
+                    .with_delimiter(*delimiter)
+                    .with_header(false)
+                    .with_batch_size(rows)
+                    .build_decoder();
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let n = d.decode(rest)?;
+                    if n == 0 {
+                        break;
+                    }
+                    rest = &rest[n..];
+                }
+                d.flush()
+            }
+            Format::Json => {
+                let mut d = arrow::json::ReaderBuilder::new(schema.clone())
+                    .with_batch_size(rows)
+                    .build_decoder()?;
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let n = d.decode(rest)?;
+                    if n == 0 {
+                        break;
+                    }
+                    rest = &rest[n..];
+                }
+                d.flush()
+            }
+        }
+    }
+}
+
+/// Turns chunks of lines into batches of the table's physical schema.
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    format: Format,
+    schema: SchemaRef,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl ChunkDecoder {
+    /// A decoder for `format` into `schema`.
+    pub fn new(
+        format: Format,
+        schema: SchemaRef,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        Self {
+            format,
+            schema,
+            dead_letters,
+            metrics,
+        }
+    }
+
+    /// Decodes a chunk; bad lines become dead letters.
+    pub fn decode(&self, chunk: &Chunk) -> Result<Option<RecordBatch>> {
+        let lines = chunk.line_count();
+        JobMetrics::add(&self.metrics.records_in, lines as u64);
+        JobMetrics::add(&self.metrics.bytes_in, chunk.data.len() as u64);
+        if !chunk.has_empty_line() {
+            if let Ok(Some(b)) = self.format.decode_bytes(&self.schema, &chunk.data, lines) {
+                if b.num_rows() == lines {
+                    return Ok(Some(b));
+                }
+            }
+        }
+        self.decode_line_by_line(chunk)
+    }
+
+    fn decode_line_by_line(&self, chunk: &Chunk) -> Result<Option<RecordBatch>> {
+        let mut good = Vec::new();
+        for (i, line) in chunk.lines().enumerate() {
+            let reason = if line.iter().all(|b| b.is_ascii_whitespace()) {
+                Some("empty line".to_string())
+            } else {
+                match self.format.decode_bytes(&self.schema, line, 1) {
+                    Ok(Some(b)) if b.num_rows() == 1 => {
+                        good.push(b);
+                        None
+                    }
+                    Ok(Some(b)) => Some(format!(
+                        "expected one record, the line holds {}",
+                        b.num_rows()
+                    )),
+                    Ok(None) => Some("no record in line".to_string()),
+                    Err(e) => Some(self.clean_reason(&e)),
+                }
+            };
+            if let Some(reason) = reason {
+                JobMetrics::add(&self.metrics.dead_letters, 1);
+                self.dead_letters.write(DeadLetter {
+                    raw: line.to_vec(),
+                    reason,
+                    position: chunk.position(i as u64),
+                })?;
+            }
+        }
+        if good.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(concat_batches(&self.schema, &good)?))
+    }
+
+    /// Arrow's messages, without positions that refer to the one-line retry.
+    fn clean_reason(&self, e: &ArrowError) -> String {
+        let mut m = match e {
+            ArrowError::ParseError(m) | ArrowError::CsvError(m) | ArrowError::JsonError(m) => {
+                m.clone()
+            }
+            ArrowError::InvalidArgumentError(m) => m.clone(),
+            other => other.to_string(),
+        };
+        if let Some(i) = m.find(" at line ") {
+            m.truncate(i);
+        }
+        if let Some(i) = m.find("for column ") {
+            let tail = &m[i + "for column ".len()..];
+            let digits: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Some(f) = digits
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| self.schema.fields().get(n))
+            {
+                m = format!(
+                    "{}for column '{}'{}",
+                    &m[..i],
+                    f.name(),
+                    &tail[digits.len()..]
+                );
+            }
+        }
+        let lower = m.to_ascii_lowercase();
+        if (lower.contains("utf-8") || lower.contains("utf8"))
+            && !lower.starts_with("invalid utf-8")
+        {
+            return format!("invalid UTF-8: {m}");
+        }
+        m
+    }
+}
+
+/// Position helper for chunk lines.
+impl Chunk {
+    fn position(&self, index: u64) -> Position {
+        let line = self.first_line + index;
+        if self.is_file {
+            Position::Line {
+                file: self.origin.to_string(),
+                line,
+            }
+        } else {
+            Position::Offset {
+                stream: self.origin.to_string(),
+                line,
+            }
+        }
+    }
+}

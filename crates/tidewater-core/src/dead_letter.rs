@@ -1,0 +1,42 @@
+//! Dead letters: records the job could not use, kept with the reason and where they came from.
+
+use std::fmt::Debug;
+
+/// Where a bad record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// A line of a file (1-based).
+    Line {
+        /// The file.
+        file: String,
+        /// 1-based line number.
+        line: u64,
+    },
+    /// A byte offset in a stream (stdin).
+    Offset {
+        /// Name of the stream.
+        stream: String,
+        /// 1-based line number in the stream.
+        line: u64,
+    },
+    /// Not known (e.g. a late event after decoding).
+    Unknown,
+}
+
+/// One record that did not make it into the computation.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The raw bytes as read (lossily shown as UTF-8 when written).
+    pub raw: Vec<u8>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// Where it came from.
+    pub position: Position,
+}
+
+/// Receives dead letters. Implementations must be cheap to call from many subtasks.
+pub trait DeadLetterSink: Send + Sync + Debug {
+    /// Records one dead letter. Errors are reported by the implementation (a dead-letter
+    /// sink that cannot write must stop the job rather than lose data).
+    fn write(&self, letter: DeadLetter) -> crate::Result<()>;
+}

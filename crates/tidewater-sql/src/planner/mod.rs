@@ -1,0 +1,370 @@
+//! From a parsed job file to a runnable [`Plan`].
+//!
+//! Two shapes of query are planned:
+//! - stateless: `SELECT exprs FROM t [WHERE ..]` — source, filter and projection chained
+//!   into the sink on every source subtask;
+//! - windowed: `SELECT .. FROM TABLE(<TVF>(TABLE t, DESCRIPTOR(ts), ..)) [WHERE ..]
+//!   GROUP BY window_start, window_end, keys` — the source subtasks decode, assign
+//!   watermarks, filter and project to `[keys, ts, aggregate args]`; rows are hashed by
+//!   key to the window subtasks, which aggregate by slices and project into the sink.
+
+mod source;
+mod window;
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use sqlparser::ast::{GroupByExpr, SelectItem, SetExpr, TableFactor};
+use tidewater_connectors::TableOptions;
+use tidewater_connectors::registry::{SinkContext, connector, create_sink};
+use tidewater_core::metrics::JobMetrics;
+use tidewater_core::{Error, Result};
+use tidewater_runtime::{Dataflow, Operator, Partitioning, SourceStage, Stage};
+
+use crate::exprs::Provider;
+use crate::operators::ProjectOperator;
+use crate::parse::{ColumnKind, JobFile, Loc, TableDef};
+
+/// Settings the planner accepts in `SET` statements.
+pub const SETTINGS: &[&str] = &["parallelism.default", "pipeline.name"];
+
+/// Planner inputs that do not come from the job file.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Subtasks per operator; `None` means `SET 'parallelism.default'`, else the cores.
+    pub parallelism: Option<usize>,
+    /// The job's name unless `SET 'pipeline.name'` says otherwise.
+    pub name: String,
+    /// Counters shared by the job's operators.
+    pub metrics: Arc<JobMetrics>,
+    /// Capacity of each channel in batches (default 8).
+    pub channel_capacity: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            parallelism: None,
+            name: "job".into(),
+            metrics: Arc::default(),
+            channel_capacity: 8,
+        }
+    }
+}
+
+/// A planned job.
+#[derive(Debug)]
+pub struct Plan {
+    /// The job's name.
+    pub name: String,
+    /// Subtasks per operator.
+    pub parallelism: usize,
+    /// What each part of the query became, for `explain`.
+    pub notes: Vec<String>,
+    /// The graph to execute.
+    pub dataflow: Dataflow,
+    /// The counters its operators update.
+    pub metrics: Arc<JobMetrics>,
+}
+
+impl Plan {
+    /// The plan as text: what was chosen, then the dataflow.
+    pub fn explain(&self) -> String {
+        let mut s = format!("Job '{}', parallelism {}\n", self.name, self.parallelism);
+        for n in &self.notes {
+            s.push_str(n);
+            s.push('\n');
+        }
+        s.push_str("\nDataflow:\n");
+        s.push_str(&self.dataflow.explain());
+        s.push('\n');
+        s
+    }
+}
+
+/// Plans the job's `INSERT INTO`.
+pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
+    let mut name = opts.name.clone();
+    let mut set_parallelism = None;
+    for (k, v, loc) in &job.settings {
+        match k.as_str() {
+            "parallelism.default" => {
+                let p: usize = v.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    loc.error(format!(
+                        "'parallelism.default' must be a positive integer, got '{v}'"
+                    ))
+                })?;
+                set_parallelism = Some(p);
+            }
+            "pipeline.name" => name = v.clone(),
+            other => {
+                let hint = tidewater_connectors::options::suggest(other, SETTINGS.iter().copied())
+                    .map(|s| format!("did you mean '{s}'? "))
+                    .unwrap_or_default();
+                return Err(loc.error(format!(
+                    "unknown setting '{other}'; {hint}supported: {}",
+                    SETTINGS.join(", ")
+                )));
+            }
+        }
+    }
+    let parallelism = opts
+        .parallelism
+        .or(set_parallelism)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let insert = job.insert.as_ref().ok_or_else(|| {
+        Loc { line: 1, column: 1 }
+            .error("the job has no INSERT INTO ... SELECT; there is nothing to run")
+    })?;
+    let declared = || {
+        job.tables
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sink_def = job.table(&insert.sink).ok_or_else(|| {
+        insert.loc.error(format!(
+            "unknown table '{}'; declared tables: {}",
+            insert.sink,
+            declared()
+        ))
+    })?;
+    let query = &insert.query;
+    let loc = insert.loc;
+    if query.with.is_some()
+        || query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+    {
+        return Err(
+            loc.error("WITH, ORDER BY, LIMIT and FETCH are not supported in streaming queries")
+        );
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(
+            loc.error("only a single SELECT is supported (no UNION, VALUES or nested queries)")
+        );
+    };
+    if select.distinct.is_some() || select.having.is_some() || select.qualify.is_some() {
+        return Err(loc.error("SELECT DISTINCT, HAVING and QUALIFY are not supported yet"));
+    }
+    let [from] = select.from.as_slice() else {
+        return Err(
+            loc.error("the query must read exactly one table (joins are not supported yet)")
+        );
+    };
+    if !from.joins.is_empty() {
+        return Err(loc.error("joins are not supported yet"));
+    }
+    let items: Vec<(sqlparser::ast::Expr, Option<String>)> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) => Ok((e.clone(), None)),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                Ok((expr.clone(), Some(alias.value.clone())))
+            }
+            _ => Err(loc.error("SELECT * is not supported; list the columns")),
+        })
+        .collect::<Result<_>>()?;
+    let group_by = match &select.group_by {
+        GroupByExpr::Expressions(e, m) if m.is_empty() => e.clone(),
+        _ => return Err(loc.error("GROUP BY ALL and grouping modifiers are not supported")),
+    };
+
+    let provider = Provider::default();
+    let sink_schema = sink_schema(sink_def)?;
+    if items.len() != sink_schema.fields().len() {
+        return Err(loc.error(format!(
+            "INSERT INTO {} has {} columns ({}) but the query produces {}",
+            sink_def.name,
+            sink_schema.fields().len(),
+            sink_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            items.len()
+        )));
+    }
+    let sink_options = TableOptions::new(&sink_def.name, sink_def.options.clone());
+    let sink_connector = connector(&sink_options)?;
+    if sink_connector.sink.is_none() {
+        return Err(sink_options.error(
+            "connector",
+            format!("connector '{}' cannot be written to", sink_connector.name),
+        ));
+    }
+
+    let ctx = PlanContext {
+        job,
+        provider: &provider,
+        opts,
+        parallelism,
+        loc,
+    };
+    match &from.relation {
+        TableFactor::Table {
+            name: table,
+            args: None,
+            ..
+        } => {
+            if !group_by.is_empty() {
+                return Err(loc.error(
+                    "GROUP BY without a window is an updating aggregation, which append-only sinks cannot take; use a window TVF: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))",
+                ));
+            }
+            let src = source::plan_source(&ctx, &table.to_string(), select.selection.as_ref())?;
+            let n = src.readers.len();
+            let exprs = items
+                .iter()
+                .zip(sink_schema.fields())
+                .map(|((e, _), f)| {
+                    provider
+                        .compile(e, &src.schema, Some(f.data_type()), loc)
+                        .map(|c| c.0)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if window::contains_aggregate(items.iter().map(|(e, _)| e)) {
+                return Err(loc.error("aggregates need a window: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) ... GROUP BY window_start, window_end"));
+            }
+            let sinks = sink_ops(&sink_options, &sink_schema, n, opts)?;
+            let mut notes = src.notes;
+            notes.push(format!(
+                "Sink    '{}' connector {} {:?}",
+                sink_def.name, sink_connector.name, sink_options
+            ));
+            let chains = src
+                .chains
+                .into_iter()
+                .zip(sinks)
+                .map(|(mut c, s)| {
+                    c.push(Box::new(ProjectOperator::new(
+                        exprs.clone(),
+                        sink_schema.clone(),
+                        "select",
+                    )) as Box<dyn Operator>);
+                    c.push(s);
+                    c
+                })
+                .collect();
+            let dataflow = Dataflow {
+                source: SourceStage {
+                    name: src.name,
+                    readers: src.readers,
+                    chains,
+                },
+                stages: Vec::new(),
+                channel_capacity: opts.channel_capacity,
+            };
+            Ok(Plan {
+                name,
+                parallelism: n,
+                notes,
+                dataflow,
+                metrics: opts.metrics.clone(),
+            })
+        }
+        TableFactor::TableFunction { expr, .. } => {
+            let w = window::plan_window(
+                &ctx,
+                expr,
+                select.selection.as_ref(),
+                &group_by,
+                &items,
+                &sink_schema,
+            )?;
+            let sinks = sink_ops(&sink_options, &sink_schema, parallelism, opts)?;
+            let mut notes = w.notes;
+            notes.push(format!(
+                "Sink    '{}' connector {} {:?}",
+                sink_def.name, sink_connector.name, sink_options
+            ));
+            let chains = w
+                .window_chains
+                .into_iter()
+                .zip(sinks)
+                .map(|(mut c, s)| {
+                    c.push(s);
+                    c
+                })
+                .collect();
+            let dataflow = Dataflow {
+                source: w.source,
+                stages: vec![Stage {
+                    name: "window".into(),
+                    input: Partitioning::Hash {
+                        columns: (0..w.key_count).collect(),
+                        names: w.key_names,
+                    },
+                    chains,
+                }],
+                channel_capacity: opts.channel_capacity,
+            };
+            Ok(Plan {
+                name,
+                parallelism,
+                notes,
+                dataflow,
+                metrics: opts.metrics.clone(),
+            })
+        }
+        other => Err(loc.error(format!(
+            "FROM {other} is not supported; read a table or a window TVF"
+        ))),
+    }
+}
+
+/// What planning needs everywhere.
+pub(crate) struct PlanContext<'a> {
+    pub job: &'a JobFile,
+    pub provider: &'a Provider,
+    pub opts: &'a PlanOptions,
+    pub parallelism: usize,
+    pub loc: Loc,
+}
+
+fn sink_schema(t: &TableDef) -> Result<SchemaRef> {
+    let mut fields = Vec::new();
+    for c in &t.columns {
+        match &c.kind {
+            ColumnKind::Physical(ty) => fields.push(Field::new(&c.name, ty.clone(), true)),
+            ColumnKind::Computed(_) => {
+                return Err(c.loc.error(format!(
+                    "sink table '{}' cannot have computed column '{}'",
+                    t.name, c.name
+                )));
+            }
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn sink_ops(
+    o: &TableOptions,
+    schema: &SchemaRef,
+    n: usize,
+    opts: &PlanOptions,
+) -> Result<Vec<Box<dyn Operator>>> {
+    let ops = create_sink(&SinkContext {
+        options: o,
+        schema: schema.clone(),
+        parallelism: n,
+        metrics: opts.metrics.clone(),
+    })?;
+    if ops.len() != n {
+        return Err(Error::runtime(format!(
+            "sink '{}' made {} subtasks, expected {n}",
+            o.table(),
+            ops.len()
+        )));
+    }
+    Ok(ops)
+}

@@ -1,0 +1,330 @@
+//! Aggregates as partial states that can be updated by one value and merged with each
+//! other: a slice holds one partial per key and aggregate, a window result merges the
+//! partials of its slices.
+
+use std::collections::HashMap;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, Int64Builder, StringArray,
+    StringBuilder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use tidewater_core::{Error, Result};
+
+/// The supported aggregate functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggKind {
+    /// `COUNT(*)`.
+    CountStar,
+    /// `COUNT(x)`: non-null values.
+    Count,
+    /// `COUNT(DISTINCT x)`.
+    CountDistinct,
+    /// `SUM(x)`.
+    Sum,
+    /// `MIN(x)`.
+    Min,
+    /// `MAX(x)`.
+    Max,
+    /// `AVG(x)`; like Flink, the average of integers is an integer (truncated).
+    Avg,
+}
+
+/// One aggregate of a window query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggSpec {
+    /// The function.
+    pub kind: AggKind,
+    /// Index of the argument column in the window input (`None` for `COUNT(*)`).
+    pub arg: Option<usize>,
+    /// Type of the argument column as declared by the query.
+    pub arg_type: DataType,
+}
+
+/// How values of an argument column are held in state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Int,
+    Float,
+    Str,
+}
+
+fn class_of(t: &DataType) -> Option<Class> {
+    match t {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Some(Class::Int),
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => Some(Class::Int),
+        DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Date32 => Some(Class::Int),
+        DataType::Float32 | DataType::Float64 => Some(Class::Float),
+        DataType::Utf8 | DataType::LargeUtf8 => Some(Class::Str),
+        _ => None,
+    }
+}
+
+impl AggSpec {
+    /// Checks that `kind` accepts `arg_type`, explaining what would.
+    pub fn validate(&self) -> Result<()> {
+        let class = class_of(&self.arg_type);
+        let ok = match self.kind {
+            AggKind::CountStar | AggKind::Count => true,
+            AggKind::Sum | AggKind::Avg => {
+                matches!(class, Some(Class::Int | Class::Float))
+                    && !matches!(self.arg_type, DataType::Timestamp(..) | DataType::Date32)
+            }
+            AggKind::Min | AggKind::Max | AggKind::CountDistinct => class.is_some(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::config(
+                format!("{:?}", self.kind).to_uppercase(),
+                format!(
+                    "cannot aggregate a value of type {}; SUM and AVG take numbers, MIN, MAX and COUNT(DISTINCT) take numbers, strings and timestamps",
+                    self.arg_type
+                ),
+            ))
+        }
+    }
+
+    /// The type of the result column.
+    pub fn output_type(&self) -> DataType {
+        match self.kind {
+            AggKind::CountStar | AggKind::Count | AggKind::CountDistinct => DataType::Int64,
+            AggKind::Sum | AggKind::Avg => match class_of(&self.arg_type) {
+                Some(Class::Float) => DataType::Float64,
+                _ => DataType::Int64,
+            },
+            AggKind::Min | AggKind::Max => self.arg_type.clone(),
+        }
+    }
+
+    /// The empty partial state.
+    pub(crate) fn empty(&self) -> Acc {
+        let class = class_of(&self.arg_type).unwrap_or(Class::Int);
+        match (self.kind, class) {
+            (AggKind::CountStar | AggKind::Count, _) => Acc::Count(0),
+            (AggKind::Sum | AggKind::Avg, Class::Float) => Acc::SumF { sum: 0.0, n: 0 },
+            (AggKind::Sum | AggKind::Avg, _) => Acc::SumI { sum: 0, n: 0 },
+            (AggKind::Min | AggKind::Max, Class::Int) => Acc::ExtI(None),
+            (AggKind::Min | AggKind::Max, Class::Float) => Acc::ExtF(None),
+            (AggKind::Min | AggKind::Max, Class::Str) => Acc::ExtS(None),
+            (AggKind::CountDistinct, Class::Str) => Acc::DistinctS(HashMap::new()),
+            (AggKind::CountDistinct, _) => Acc::DistinctI(HashMap::new()),
+        }
+    }
+
+    /// Views this aggregate's argument column of a batch for per-row updates.
+    pub(crate) fn arg_view(&self, columns: &[ArrayRef]) -> Result<ArgView> {
+        let Some(i) = self.arg else {
+            return Ok(ArgView::None);
+        };
+        let col = columns
+            .get(i)
+            .ok_or_else(|| Error::runtime(format!("aggregate argument column {i} missing")))?;
+        Ok(match (self.kind, class_of(col.data_type())) {
+            (AggKind::Count, _) => ArgView::Any(col.clone()),
+            (_, Some(Class::Int)) => ArgView::Int(
+                cast(col, &DataType::Int64)?
+                    .as_primitive::<Int64Type>()
+                    .clone(),
+            ),
+            (_, Some(Class::Float)) => {
+                ArgView::Float(cast(col, &DataType::Float64)?.as_primitive().clone())
+            }
+            (_, Some(Class::Str)) => {
+                ArgView::Str(cast(col, &DataType::Utf8)?.as_string::<i32>().clone())
+            }
+            (_, None) => {
+                return Err(Error::runtime(format!(
+                    "unsupported aggregate input type {}",
+                    col.data_type()
+                )));
+            }
+        })
+    }
+}
+
+/// A batch's argument column, downcast once per batch.
+#[derive(Debug)]
+pub(crate) enum ArgView {
+    None,
+    Any(ArrayRef),
+    Int(Int64Array),
+    Float(Float64Array),
+    Str(StringArray),
+}
+
+/// One partial aggregate. `Ext*` hold the running minimum or maximum (the operator knows
+/// which from the [`AggKind`]); `Distinct*` count occurrences so partials merge exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Acc {
+    Count(i64),
+    SumI { sum: i64, n: i64 },
+    SumF { sum: f64, n: i64 },
+    ExtI(Option<i64>),
+    ExtF(Option<f64>),
+    ExtS(Option<Box<str>>),
+    DistinctI(HashMap<i64, u32>),
+    DistinctS(HashMap<Box<str>, u32>),
+}
+
+fn better<T: PartialOrd + ?Sized>(kind: AggKind, new: &T, old: &T) -> bool {
+    if kind == AggKind::Max {
+        new > old
+    } else {
+        new < old
+    }
+}
+
+impl Acc {
+    /// Adds row `row` of `arg` to this partial.
+    #[inline]
+    pub(crate) fn update(&mut self, kind: AggKind, arg: &ArgView, row: usize) {
+        match (self, arg) {
+            (Acc::Count(c), ArgView::None) => *c += 1,
+            (Acc::Count(c), ArgView::Any(a)) => *c += i64::from(a.is_valid(row)),
+            (Acc::SumI { sum, n }, ArgView::Int(a)) if a.is_valid(row) => {
+                *sum = sum.wrapping_add(a.value(row));
+                *n += 1;
+            }
+            (Acc::SumF { sum, n }, ArgView::Float(a)) if a.is_valid(row) => {
+                *sum += a.value(row);
+                *n += 1;
+            }
+            (Acc::ExtI(cur), ArgView::Int(a)) if a.is_valid(row) => {
+                let v = a.value(row);
+                if cur.is_none_or(|c| better(kind, &v, &c)) {
+                    *cur = Some(v);
+                }
+            }
+            (Acc::ExtF(cur), ArgView::Float(a)) if a.is_valid(row) => {
+                let v = a.value(row);
+                if cur.is_none_or(|c| better(kind, &v, &c)) {
+                    *cur = Some(v);
+                }
+            }
+            (Acc::ExtS(cur), ArgView::Str(a)) if a.is_valid(row) => {
+                let v = a.value(row);
+                if cur.as_deref().is_none_or(|c| better(kind, &v, &c)) {
+                    *cur = Some(v.into());
+                }
+            }
+            (Acc::DistinctI(m), ArgView::Int(a)) if a.is_valid(row) => {
+                *m.entry(a.value(row)).or_insert(0) += 1
+            }
+            (Acc::DistinctI(m), ArgView::Float(a)) if a.is_valid(row) => {
+                *m.entry(a.value(row).to_bits() as i64).or_insert(0) += 1
+            }
+            (Acc::DistinctS(m), ArgView::Str(a)) if a.is_valid(row) => {
+                let v = a.value(row);
+                match m.get_mut(v) {
+                    Some(c) => *c += 1,
+                    None => {
+                        m.insert(v.into(), 1);
+                    }
+                }
+            }
+            _ => {} // a null argument leaves the partial unchanged
+        }
+    }
+
+    /// Merges `other` (a partial of the same aggregate) into this one.
+    pub(crate) fn merge(&mut self, kind: AggKind, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::SumI { sum, n }, Acc::SumI { sum: s2, n: n2 }) => {
+                *sum = sum.wrapping_add(*s2);
+                *n += n2;
+            }
+            (Acc::SumF { sum, n }, Acc::SumF { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (Acc::ExtI(a), Acc::ExtI(Some(b))) => {
+                if a.is_none_or(|x| better(kind, b, &x)) {
+                    *a = Some(*b);
+                }
+            }
+            (Acc::ExtF(a), Acc::ExtF(Some(b))) => {
+                if a.is_none_or(|x| better(kind, b, &x)) {
+                    *a = Some(*b);
+                }
+            }
+            (Acc::ExtS(a), Acc::ExtS(Some(b))) => {
+                if a.as_deref().is_none_or(|x| better(kind, &**b, x)) {
+                    *a = Some(b.clone());
+                }
+            }
+            (Acc::DistinctI(a), Acc::DistinctI(b)) => {
+                for (k, c) in b {
+                    *a.entry(*k).or_insert(0) += c;
+                }
+            }
+            (Acc::DistinctS(a), Acc::DistinctS(b)) => {
+                for (k, c) in b {
+                    *a.entry(k.clone()).or_insert(0) += c;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Builds one aggregate's output column.
+#[derive(Debug)]
+pub(crate) enum OutColumn {
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder),
+}
+
+impl OutColumn {
+    pub(crate) fn for_spec(spec: &AggSpec) -> Self {
+        match spec.empty() {
+            Acc::SumF { .. } | Acc::ExtF(_) => OutColumn::Float(Float64Builder::new()),
+            Acc::ExtS(_) => OutColumn::Str(StringBuilder::new()),
+            _ => OutColumn::Int(Int64Builder::new()),
+        }
+    }
+
+    /// Appends the final value of `acc`.
+    pub(crate) fn append(&mut self, kind: AggKind, acc: &Acc) {
+        match (self, acc) {
+            (OutColumn::Int(b), Acc::Count(c)) => b.append_value(*c),
+            (OutColumn::Int(b), Acc::SumI { sum, n }) => match (kind, *n) {
+                (_, 0) => b.append_null(),
+                (AggKind::Avg, n) => b.append_value(sum.wrapping_div(n)),
+                _ => b.append_value(*sum),
+            },
+            (OutColumn::Float(b), Acc::SumF { sum, n }) => match (kind, *n) {
+                (_, 0) => b.append_null(),
+                (AggKind::Avg, n) => b.append_value(sum / n as f64),
+                _ => b.append_value(*sum),
+            },
+            (OutColumn::Int(b), Acc::ExtI(v)) => b.append_option(*v),
+            (OutColumn::Float(b), Acc::ExtF(v)) => b.append_option(*v),
+            (OutColumn::Str(b), Acc::ExtS(v)) => b.append_option(v.as_deref()),
+            (OutColumn::Int(b), Acc::DistinctI(m)) => b.append_value(m.len() as i64),
+            (OutColumn::Int(b), Acc::DistinctS(m)) => b.append_value(m.len() as i64),
+            // Unreachable by construction (`for_spec` matches `empty`); a null is safer than a panic.
+            (OutColumn::Int(b), _) => b.append_null(),
+            (OutColumn::Float(b), _) => b.append_null(),
+            (OutColumn::Str(b), _) => b.append_null(),
+        }
+    }
+
+    /// The finished column, cast to the aggregate's declared output type.
+    pub(crate) fn finish(&mut self, spec: &AggSpec) -> Result<ArrayRef> {
+        let arr: ArrayRef = match self {
+            OutColumn::Int(b) => std::sync::Arc::new(b.finish()),
+            OutColumn::Float(b) => std::sync::Arc::new(b.finish()),
+            OutColumn::Str(b) => std::sync::Arc::new(b.finish()),
+        };
+        let want = spec.output_type();
+        Ok(if arr.data_type() == &want {
+            arr
+        } else {
+            cast(&arr, &want)?
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! The key table: grouping keys interned as Arrow rows (any key types, compared as bytes)
+//! and mapped to dense ids, with ids recycled when a key has no state left.
+
+use std::collections::HashMap;
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::Field;
+use arrow::row::{RowConverter, Rows, SortField};
+use tidewater_core::Result;
+
+/// Interned grouping keys.
+#[derive(Debug)]
+pub struct KeyTable {
+    converter: RowConverter,
+    ids: HashMap<Box<[u8]>, u32>,
+    rows: Vec<Box<[u8]>>,
+    free: Vec<u32>,
+}
+
+impl KeyTable {
+    /// A table for keys with these fields.
+    pub fn new(fields: &[Field]) -> Result<Self> {
+        let sort: Vec<SortField> = fields
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(Self {
+            converter: RowConverter::new(sort)?,
+            ids: HashMap::new(),
+            rows: Vec::new(),
+            free: Vec::new(),
+        })
+    }
+
+    /// Converts a batch's key columns to rows.
+    pub fn rows(&self, columns: &[ArrayRef]) -> Result<Rows> {
+        Ok(self.converter.convert_columns(columns)?)
+    }
+
+    /// The id of `row`, interning it if new.
+    #[inline]
+    pub fn intern(&mut self, row: &[u8]) -> u32 {
+        if let Some(id) = self.ids.get(row) {
+            return *id;
+        }
+        let boxed: Box<[u8]> = row.into();
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.rows[id as usize] = boxed.clone();
+                id
+            }
+            None => {
+                self.rows.push(boxed.clone());
+                (self.rows.len() - 1) as u32
+            }
+        };
+        self.ids.insert(boxed, id);
+        id
+    }
+
+    /// Forgets `id`; it may be handed out again.
+    pub fn release(&mut self, id: u32) {
+        if let Some(row) = self.rows.get_mut(id as usize) {
+            let row = std::mem::take(row);
+            self.ids.remove(&row);
+            self.free.push(id);
+        }
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The key columns for `ids`, in order.
+    pub fn columns(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
+        let parser = self.converter.parser();
+        let rows = ids.iter().map(|id| parser.parse(&self.rows[*id as usize]));
+        Ok(self.converter.convert_rows(rows)?)
+    }
+}

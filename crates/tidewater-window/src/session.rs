@@ -1,0 +1,210 @@
+//! Session windows: per key, events less than `gap` apart share a window `[first,
+//! last + gap)`. A new event may bridge two sessions, which then merge.
+//!
+//! Lateness: an event at or behind the watermark is late. That is stricter than a
+//! per-window check but guarantees a late event can never merge into a session that has
+//! already fired (append semantics: a result is emitted once and never changed).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use tidewater_core::metrics::JobMetrics;
+use tidewater_core::{Error, Result, Watermark};
+use tidewater_runtime::{Operator, Output};
+
+use crate::agg::{Acc, AggSpec, ArgView, OutColumn};
+use crate::keys::KeyTable;
+use crate::{WindowInput, WindowSpec};
+
+#[derive(Debug)]
+struct Session {
+    start: i64,
+    end: i64,
+    accs: Box<[Acc]>,
+}
+
+#[derive(Debug, Default)]
+struct KeySessions {
+    sessions: Vec<Session>,
+    live: bool,
+}
+
+/// The session window operator (see the module docs).
+#[derive(Debug)]
+pub struct SessionWindowOperator {
+    gap: i64,
+    input: WindowInput,
+    schema: SchemaRef,
+    keys: KeyTable,
+    states: Vec<KeySessions>,
+    /// (session end, key): when to look at a key again. Stale entries are harmless.
+    timers: BTreeSet<(i64, u32)>,
+    watermark: Watermark,
+    metrics: Arc<JobMetrics>,
+}
+
+impl SessionWindowOperator {
+    /// An operator for session windows with inactivity `gap` (ms).
+    pub fn new(gap: i64, input: WindowInput) -> Result<Self> {
+        WindowSpec::Session { gap }.validate()?;
+        Ok(Self {
+            gap,
+            schema: input.output_schema(),
+            keys: KeyTable::new(&input.key_fields)?,
+            metrics: input.metrics.clone(),
+            input,
+            states: Vec::new(),
+            timers: BTreeSet::new(),
+            watermark: Watermark::MIN,
+        })
+    }
+
+    fn add_event(&mut self, id: usize, ts: i64, args: &[ArgView], row: usize) {
+        let (start, end) = (ts, ts.saturating_add(self.gap));
+        let aggs = &self.input.aggs;
+        let st = &mut self.states[id];
+        let overlapping: Vec<usize> = st
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.start < end && start < s.end)
+            .map(|(i, _)| i)
+            .collect();
+        let target = match overlapping.first() {
+            Some(&i) => i,
+            None => {
+                st.sessions.push(Session {
+                    start,
+                    end,
+                    accs: aggs.iter().map(AggSpec::empty).collect(),
+                });
+                st.sessions.len() - 1
+            }
+        };
+        let others = overlapping.get(1..).unwrap_or_default();
+        // Merge the other overlapping sessions into the target, last first so indices hold.
+        for &i in others.iter().rev() {
+            let s = st.sessions.remove(i);
+            let t = &mut st.sessions[target];
+            t.start = t.start.min(s.start);
+            t.end = t.end.max(s.end);
+            for ((a, b), spec) in t.accs.iter_mut().zip(s.accs.iter()).zip(aggs) {
+                a.merge(spec.kind, b);
+            }
+        }
+        let t = &mut st.sessions[target];
+        t.start = t.start.min(start);
+        t.end = t.end.max(end);
+        for ((acc, spec), arg) in t.accs.iter_mut().zip(aggs).zip(args) {
+            acc.update(spec.kind, arg, row);
+        }
+        self.timers.insert((t.end, id as u32));
+    }
+
+    fn fire_until(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
+        let aggs = &self.input.aggs;
+        let mut cols: Vec<OutColumn> = aggs.iter().map(OutColumn::for_spec).collect();
+        let (mut starts, mut ends, mut ids, mut emptied) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        while let Some(&(end, id)) = self.timers.first() {
+            if end.saturating_sub(1) > wm.0 {
+                break;
+            }
+            self.timers.pop_first();
+            let st = &mut self.states[id as usize];
+            let mut i = 0;
+            while i < st.sessions.len() {
+                if st.sessions[i].end.saturating_sub(1) <= wm.0 {
+                    let s = st.sessions.remove(i);
+                    starts.push(s.start);
+                    ends.push(s.end);
+                    ids.push(id);
+                    for ((col, acc), spec) in cols.iter_mut().zip(s.accs.iter()).zip(aggs) {
+                        col.append(spec.kind, acc);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            if st.sessions.is_empty() && st.live {
+                st.live = false;
+                emptied.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(TimestampMillisecondArray::from(starts)),
+                Arc::new(TimestampMillisecondArray::from(ends)),
+            ];
+            columns.extend(self.keys.columns(&ids)?);
+            for (col, spec) in cols.iter_mut().zip(aggs) {
+                columns.push(col.finish(spec)?);
+            }
+            out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        for id in emptied {
+            self.keys.release(id);
+        }
+        Ok(())
+    }
+}
+
+impl Operator for SessionWindowOperator {
+    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let k = self.input.key_columns;
+        let cols = batch.columns();
+        let rows = self.keys.rows(&cols[..k])?;
+        let ts = cols[self.input.time_column]
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| Error::runtime("event-time column must be TIMESTAMP(3)"))?;
+        let args: Vec<ArgView> = self
+            .input
+            .aggs
+            .iter()
+            .map(|a| a.arg_view(cols))
+            .collect::<Result<_>>()?;
+        let (mut late, mut no_time) = (0u64, 0u64);
+        for row in 0..batch.num_rows() {
+            if ts.is_null(row) {
+                no_time += 1;
+                continue;
+            }
+            let t = ts.value(row);
+            if t <= self.watermark.0 {
+                late += 1;
+                continue;
+            }
+            let id = self.keys.intern(rows.row(row).as_ref()) as usize;
+            if id >= self.states.len() {
+                self.states.resize_with(id + 1, KeySessions::default);
+            }
+            if !self.states[id].live {
+                self.states[id] = KeySessions {
+                    sessions: Vec::new(),
+                    live: true,
+                };
+            }
+            self.add_event(id, t, &args, row);
+        }
+        JobMetrics::add(&self.metrics.late_events, late);
+        JobMetrics::add(&self.metrics.dead_letters, no_time);
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(wm);
+        self.fire_until(wm, out)
+    }
+
+    fn on_end(&mut self, out: &mut Output) -> Result<()> {
+        self.watermark = Watermark::MAX;
+        self.fire_until(Watermark::MAX, out)
+    }
+
+    fn name(&self) -> String {
+        format!("Window[SESSION gap {} ms]", self.gap)
+    }
+}

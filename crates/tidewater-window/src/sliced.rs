@@ -1,0 +1,273 @@
+//! Tumble, hop and cumulate windows by slicing.
+//!
+//! Time is cut into slices of width `g` (gcd of size and slide, the step for cumulate).
+//! Each event updates exactly one partial — its key's partial of its slice — so the cost
+//! per event does not depend on how many windows overlap. When the watermark reaches
+//! `end - 1` of a window, the partials of its slices are merged per key and emitted;
+//! slices that no later window covers are freed at once, so state is
+//! O(keys × slices per window), never O(events).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use tidewater_core::metrics::JobMetrics;
+use tidewater_core::time::floor_div;
+use tidewater_core::{Error, Result, Watermark};
+use tidewater_runtime::{Operator, Output};
+
+use crate::agg::{Acc, AggSpec, ArgView, OutColumn};
+use crate::keys::KeyTable;
+use crate::{WindowInput, WindowSpec};
+
+/// Per key: its slices that hold data, ordered by slice index.
+#[derive(Debug, Default)]
+struct KeyState {
+    slices: VecDeque<(i64, Box<[Acc]>)>,
+    /// End of the last window this key was emitted for (dedup while collecting keys).
+    emitted_end: i64,
+    live: bool,
+}
+
+/// The sliced window operator (see the module docs).
+#[derive(Debug)]
+pub struct SlicedWindowOperator {
+    spec: WindowSpec,
+    width: i64,
+    input: WindowInput,
+    schema: SchemaRef,
+    keys: KeyTable,
+    states: Vec<KeyState>,
+    /// For each slice with data, the keys that have a partial in it.
+    by_slice: BTreeMap<i64, Vec<u32>>,
+    watermark: Watermark,
+    /// Every window ending at or before this has fired.
+    fired_end: i64,
+    metrics: Arc<JobMetrics>,
+}
+
+impl SlicedWindowOperator {
+    /// An operator for `spec` (not a session window) over `input`.
+    pub fn new(spec: WindowSpec, input: WindowInput) -> Result<Self> {
+        spec.validate()?;
+        let width = spec.slice_width().ok_or_else(|| {
+            Error::runtime("session windows are not sliced; use SessionWindowOperator")
+        })?;
+        Ok(Self {
+            spec,
+            width,
+            schema: input.output_schema(),
+            keys: KeyTable::new(&input.key_fields)?,
+            metrics: input.metrics.clone(),
+            input,
+            states: Vec::new(),
+            by_slice: BTreeMap::new(),
+            watermark: Watermark::MIN,
+            fired_end: i64::MIN,
+        })
+    }
+
+    /// Number of keys with state.
+    pub fn live_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Number of slices with state.
+    pub fn live_slices(&self) -> usize {
+        self.by_slice.len()
+    }
+
+    fn empty_accs(&self) -> Box<[Acc]> {
+        self.input.aggs.iter().map(AggSpec::empty).collect()
+    }
+
+    /// The end of the first window that contains slice `s`.
+    fn first_end_containing(&self, s: i64) -> i64 {
+        let (step, offset) = (self.spec.end_step(), self.spec.end_offset());
+        let slice_end = (s + 1).saturating_mul(self.width);
+        // Smallest window end (offset + k * step) at or after the slice's end.
+        let k = floor_div(
+            slice_end.saturating_sub(offset).saturating_add(step - 1),
+            step,
+        );
+        offset.saturating_add(k.saturating_mul(step))
+    }
+
+    fn fire_until(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
+        let step = self.spec.end_step();
+        while let Some((&min_slice, _)) = self.by_slice.first_key_value() {
+            let mut end = self.first_end_containing(min_slice);
+            if self.fired_end != i64::MIN {
+                end = end.max(self.fired_end.saturating_add(step));
+            }
+            if end.saturating_sub(1) > wm.0 {
+                break;
+            }
+            self.fire_window(end, out)?;
+            self.fired_end = end;
+            let next_start = self.spec.start_of(end.saturating_add(step));
+            self.free_before(floor_div(next_start, self.width));
+        }
+        Ok(())
+    }
+
+    fn fire_window(&mut self, end: i64, out: &mut Output) -> Result<()> {
+        let start = self.spec.start_of(end);
+        let (lo, hi) = (floor_div(start, self.width), floor_div(end, self.width) - 1);
+        let mut ids = Vec::new();
+        for (_, list) in self.by_slice.range(lo..=hi) {
+            for &id in list {
+                let st = &mut self.states[id as usize];
+                if st.emitted_end != end {
+                    st.emitted_end = end;
+                    ids.push(id);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let aggs = &self.input.aggs;
+        let mut cols: Vec<OutColumn> = aggs.iter().map(OutColumn::for_spec).collect();
+        let mut scratch = self.empty_accs();
+        for &id in &ids {
+            let mut in_range = self.states[id as usize]
+                .slices
+                .iter()
+                .filter(|(s, _)| *s >= lo && *s <= hi);
+            let first = in_range.next();
+            let second = in_range.next();
+            let merged: &[Acc] = match (first, second) {
+                (Some((_, only)), None) => only,
+                (first, second) => {
+                    for (acc, spec) in scratch.iter_mut().zip(aggs) {
+                        *acc = spec.empty();
+                    }
+                    for (_, part) in first.into_iter().chain(second).chain(in_range) {
+                        for ((acc, p), spec) in scratch.iter_mut().zip(part.iter()).zip(aggs) {
+                            acc.merge(spec.kind, p);
+                        }
+                    }
+                    &scratch
+                }
+            };
+            for ((col, acc), spec) in cols.iter_mut().zip(merged).zip(aggs) {
+                col.append(spec.kind, acc);
+            }
+        }
+        let n = ids.len();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from(vec![start; n])),
+            Arc::new(TimestampMillisecondArray::from(vec![end; n])),
+        ];
+        columns.extend(self.keys.columns(&ids)?);
+        for (col, spec) in cols.iter_mut().zip(aggs) {
+            columns.push(col.finish(spec)?);
+        }
+        out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    /// Drops every partial of slices `< bound`, and keys left without any.
+    fn free_before(&mut self, bound: i64) {
+        let keep = self.by_slice.split_off(&bound);
+        let old = std::mem::replace(&mut self.by_slice, keep);
+        for (_, list) in old {
+            for id in list {
+                let st = &mut self.states[id as usize];
+                while st.slices.front().is_some_and(|(s, _)| *s < bound) {
+                    st.slices.pop_front();
+                }
+                if st.slices.is_empty() && st.live {
+                    st.live = false;
+                    self.keys.release(id);
+                }
+            }
+        }
+    }
+}
+
+impl Operator for SlicedWindowOperator {
+    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let k = self.input.key_columns;
+        let cols = batch.columns();
+        let rows = self.keys.rows(&cols[..k])?;
+        let ts = cols[self.input.time_column]
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| {
+                Error::runtime(format!(
+                    "event-time column has type {}; expected TIMESTAMP(3)",
+                    cols[self.input.time_column].data_type()
+                ))
+            })?;
+        let args: Vec<ArgView> = self
+            .input
+            .aggs
+            .iter()
+            .map(|a| a.arg_view(cols))
+            .collect::<Result<_>>()?;
+        let (mut late, mut no_time) = (0u64, 0u64);
+        for row in 0..batch.num_rows() {
+            if ts.is_null(row) {
+                no_time += 1;
+                continue;
+            }
+            let s = floor_div(ts.value(row), self.width);
+            if (s.saturating_add(1))
+                .saturating_mul(self.width)
+                .saturating_sub(1)
+                <= self.watermark.0
+            {
+                late += 1;
+                continue;
+            }
+            let id = self.keys.intern(rows.row(row).as_ref()) as usize;
+            if id >= self.states.len() {
+                self.states.resize_with(id + 1, KeyState::default);
+            }
+            let st = &mut self.states[id];
+            if !st.live {
+                *st = KeyState {
+                    slices: VecDeque::new(),
+                    emitted_end: i64::MIN,
+                    live: true,
+                };
+            }
+            // Events arrive nearly in order: look for the slice from the back.
+            let pos = st.slices.iter().rposition(|(x, _)| *x <= s);
+            let at = match pos {
+                Some(p) if st.slices[p].0 == s => p,
+                _ => {
+                    let at = pos.map_or(0, |p| p + 1);
+                    let empty: Box<[Acc]> = self.input.aggs.iter().map(AggSpec::empty).collect();
+                    st.slices.insert(at, (s, empty));
+                    self.by_slice.entry(s).or_default().push(id as u32);
+                    at
+                }
+            };
+            let accs = &mut st.slices[at].1;
+            for ((acc, spec), arg) in accs.iter_mut().zip(&self.input.aggs).zip(&args) {
+                acc.update(spec.kind, arg, row);
+            }
+        }
+        JobMetrics::add(&self.metrics.late_events, late);
+        JobMetrics::add(&self.metrics.dead_letters, no_time);
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(wm);
+        self.fire_until(wm, out)
+    }
+
+    fn on_end(&mut self, out: &mut Output) -> Result<()> {
+        self.watermark = Watermark::MAX;
+        self.fire_until(Watermark::MAX, out)
+    }
+
+    fn name(&self) -> String {
+        format!("Window[{}]", self.spec.describe())
+    }
+}

@@ -1,0 +1,1072 @@
+//! Differential tests: the window operators, run in a real dataflow (parallel sources,
+//! watermark generators, hash exchange, parallel window subtasks), must produce exactly
+//! the results of the naive oracle in `common/oracle.rs`, as multisets of rows.
+
+mod common;
+
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
+use arrow::record_batch::RecordBatch;
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use tidewater_core::metrics::JobMetrics;
+use tidewater_core::{Result as TwResult, Watermark};
+use tidewater_runtime::exec::execute;
+use tidewater_runtime::watermark::WatermarkGenerator;
+use tidewater_runtime::{
+    Chain, Dataflow, Operator, Output, Partitioning, SourceReader, SourceStage, Stage,
+};
+use tidewater_window::{
+    AggKind, AggSpec, SessionWindowOperator, SlicedWindowOperator, WindowInput, WindowSpec,
+};
+
+use common::oracle::{self, Agg, AggFn, AggValue, ArgType, Event, KeyValue, ResultRow, Window};
+
+// ---------------------------------------------------------------------------------------
+// Test plumbing: a source that replays batches, a sink that collects them.
+// ---------------------------------------------------------------------------------------
+
+/// Yields a pre-assigned list of batches, then ends.
+#[derive(Debug)]
+struct VecReader(std::vec::IntoIter<RecordBatch>);
+
+impl SourceReader for VecReader {
+    fn next_batch(&mut self) -> TwResult<Option<RecordBatch>> {
+        Ok(self.0.next())
+    }
+}
+
+/// Collects every batch it receives, and checks the firing time of each row: a window
+/// `[s, e)` must reach the sink after the watermark `e - 1` has been reached (never
+/// early) and, when `check_not_delayed` (no late data), before the next watermark
+/// beyond `e - 1` is forwarded (never held back).
+#[derive(Debug)]
+struct Collect {
+    out: Arc<Mutex<Vec<RecordBatch>>>,
+    problems: Arc<Mutex<Vec<String>>>,
+    check_not_delayed: bool,
+    /// The last watermark seen, and the window ends received since.
+    last_wm: Watermark,
+    pending_ends: Vec<i64>,
+}
+
+impl Collect {
+    fn new(
+        out: Arc<Mutex<Vec<RecordBatch>>>,
+        problems: Arc<Mutex<Vec<String>>>,
+        check_not_delayed: bool,
+    ) -> Self {
+        Self {
+            out,
+            problems,
+            check_not_delayed,
+            last_wm: Watermark::MIN,
+            pending_ends: Vec::new(),
+        }
+    }
+
+    fn problem(&self, p: String) {
+        self.problems.lock().expect("problems lock").push(p);
+    }
+}
+
+impl Operator for Collect {
+    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> TwResult<()> {
+        let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        for i in 0..ends.len() {
+            let end = ends.value(i);
+            if self.check_not_delayed && end - 1 <= self.last_wm.0 {
+                self.problem(format!(
+                    "window ending {end} emitted only after watermark {} had already passed",
+                    self.last_wm.0
+                ));
+            }
+            self.pending_ends.push(end);
+        }
+        self.out.lock().expect("collect lock").push(batch);
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, _out: &mut Output) -> TwResult<()> {
+        for &end in &self.pending_ends {
+            if end - 1 > wm.0 {
+                self.problem(format!(
+                    "window ending {end} fired before the watermark reached it (watermark {})",
+                    wm.0
+                ));
+            }
+        }
+        self.pending_ends.clear();
+        self.last_wm = wm;
+        Ok(())
+    }
+
+    fn on_end(&mut self, _out: &mut Output) -> TwResult<()> {
+        self.pending_ends.clear();
+        Ok(())
+    }
+}
+
+/// Wraps a sliced window operator and records its state size once input has ended.
+#[derive(Debug)]
+struct StateProbe {
+    inner: SlicedWindowOperator,
+    leftovers: Arc<Mutex<Vec<(usize, usize)>>>,
+}
+
+impl Operator for StateProbe {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> TwResult<()> {
+        self.inner.process_batch(batch, out)
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Output) -> TwResult<()> {
+        self.inner.on_watermark(wm, out)
+    }
+
+    fn on_end(&mut self, out: &mut Output) -> TwResult<()> {
+        self.inner.on_end(out)?;
+        self.leftovers
+            .lock()
+            .expect("leftovers lock")
+            .push((self.inner.live_keys(), self.inner.live_slices()));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Translating between oracle types and engine inputs/outputs.
+// ---------------------------------------------------------------------------------------
+
+/// The query: key layout, window, aggregates.
+#[derive(Debug, Clone)]
+struct Query {
+    two_keys: bool,
+    window: Window,
+    aggs: Vec<Agg>,
+}
+
+impl Query {
+    fn key_columns(&self) -> usize {
+        if self.two_keys { 2 } else { 1 }
+    }
+
+    /// `[k0: STRING, (k1: BIGINT), ts, v: BIGINT, vf: DOUBLE]`.
+    fn input_schema(&self) -> SchemaRef {
+        let mut fields = vec![Field::new("k0", DataType::Utf8, true)];
+        if self.two_keys {
+            fields.push(Field::new("k1", DataType::Int64, true));
+        }
+        fields.push(Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ));
+        fields.push(Field::new("v", DataType::Int64, true));
+        fields.push(Field::new("vf", DataType::Float64, true));
+        Arc::new(Schema::new(fields))
+    }
+
+    fn window_input(&self, metrics: &Arc<JobMetrics>) -> WindowInput {
+        let k = self.key_columns();
+        let schema = self.input_schema();
+        let aggs = self
+            .aggs
+            .iter()
+            .map(|a| {
+                let kind = match a.func {
+                    AggFn::CountStar => AggKind::CountStar,
+                    AggFn::Count => AggKind::Count,
+                    AggFn::CountDistinct => AggKind::CountDistinct,
+                    AggFn::Sum => AggKind::Sum,
+                    AggFn::Min => AggKind::Min,
+                    AggFn::Max => AggKind::Max,
+                    AggFn::Avg => AggKind::Avg,
+                };
+                let (arg, arg_type) = match (a.func, a.arg) {
+                    (AggFn::CountStar, _) => (None, DataType::Int64),
+                    (_, ArgType::Int) => (Some(k + 1), DataType::Int64),
+                    (_, ArgType::Float) => (Some(k + 2), DataType::Float64),
+                };
+                AggSpec {
+                    kind,
+                    arg,
+                    arg_type,
+                }
+            })
+            .collect();
+        WindowInput {
+            key_columns: k,
+            key_fields: schema.fields()[..k]
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect(),
+            time_column: k,
+            aggs,
+            metrics: metrics.clone(),
+        }
+    }
+
+    fn window_operator(
+        &self,
+        metrics: &Arc<JobMetrics>,
+        leftovers: &Arc<Mutex<Vec<(usize, usize)>>>,
+    ) -> Box<dyn Operator> {
+        let input = self.window_input(metrics);
+        let spec = match self.window {
+            Window::Tumble { size } => WindowSpec::Tumble { size },
+            Window::Hop { size, slide } => WindowSpec::Hop { size, slide },
+            Window::Cumulate { step, max_size } => WindowSpec::Cumulate { step, max_size },
+            Window::Session { gap } => {
+                return Box::new(
+                    SessionWindowOperator::new(gap, input).expect("valid session window"),
+                );
+            }
+        };
+        let inner = SlicedWindowOperator::new(spec, input).expect("valid sliced window");
+        Box::new(StateProbe {
+            inner,
+            leftovers: leftovers.clone(),
+        })
+    }
+
+    fn batch(&self, events: &[Event]) -> RecordBatch {
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        let key_str = |e: &Event| match &e.keys[0] {
+            KeyValue::Str(s) => Some(s.clone()),
+            KeyValue::Null => None,
+            KeyValue::Int(i) => Some(i.to_string()),
+        };
+        cols.push(Arc::new(
+            events.iter().map(key_str).collect::<StringArray>(),
+        ));
+        if self.two_keys {
+            let key_int = |e: &Event| match &e.keys[1] {
+                KeyValue::Int(i) => Some(*i),
+                _ => None,
+            };
+            cols.push(Arc::new(events.iter().map(key_int).collect::<Int64Array>()));
+        }
+        cols.push(Arc::new(TimestampMillisecondArray::from(
+            events.iter().map(|e| e.ts).collect::<Vec<_>>(),
+        )));
+        cols.push(Arc::new(
+            events.iter().map(|e| e.value).collect::<Int64Array>(),
+        ));
+        cols.push(Arc::new(
+            events
+                .iter()
+                .map(|e| e.value.map(|v| v as f64))
+                .collect::<Float64Array>(),
+        ));
+        RecordBatch::try_new(self.input_schema(), cols).expect("input batch")
+    }
+}
+
+/// Everything a run of the engine produced.
+#[derive(Debug)]
+struct Outcome {
+    rows: Vec<ResultRow>,
+    late_events: u64,
+    dead_letters: u64,
+    problems: Vec<String>,
+    /// `(live_keys, live_slices)` of each sliced window subtask after the end of input.
+    leftovers: Vec<(usize, usize)>,
+}
+
+fn rows_of(batch: &RecordBatch, query: &Query) -> Vec<ResultRow> {
+    let k = query.key_columns();
+    let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+    let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
+    (0..batch.num_rows())
+        .map(|i| {
+            let keys = (0..k)
+                .map(|c| {
+                    let col = batch.column(2 + c);
+                    if col.is_null(i) {
+                        KeyValue::Null
+                    } else {
+                        match col.data_type() {
+                            DataType::Utf8 => {
+                                KeyValue::Str(col.as_string::<i32>().value(i).to_string())
+                            }
+                            DataType::Int64 => {
+                                KeyValue::Int(col.as_primitive::<Int64Type>().value(i))
+                            }
+                            other => panic!("unexpected key type {other}"),
+                        }
+                    }
+                })
+                .collect();
+            let aggs = (0..query.aggs.len())
+                .map(|a| {
+                    let col = batch.column(2 + k + a);
+                    if col.is_null(i) {
+                        AggValue::Null
+                    } else {
+                        match col.data_type() {
+                            DataType::Int64 => {
+                                AggValue::Int(col.as_primitive::<Int64Type>().value(i))
+                            }
+                            DataType::Float64 => {
+                                AggValue::Float(col.as_primitive::<Float64Type>().value(i))
+                            }
+                            other => panic!("unexpected aggregate type {other}"),
+                        }
+                    }
+                })
+                .collect();
+            ResultRow {
+                window_start: starts.value(i),
+                window_end: ends.value(i),
+                keys,
+                aggs,
+            }
+        })
+        .collect()
+}
+
+/// Runs `batches` through a dataflow: `readers` source subtasks (batches dealt out
+/// round-robin), each with a watermark generator `delay_ms` behind, then a hash exchange
+/// on the key columns into `parallelism` window subtasks, each followed by a collector.
+fn run_engine(
+    query: &Query,
+    batches: Vec<RecordBatch>,
+    readers: usize,
+    parallelism: usize,
+    delay_ms: i64,
+    check_not_delayed: bool,
+) -> Outcome {
+    let k = query.key_columns();
+    let metrics = Arc::new(JobMetrics::default());
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let problems = Arc::new(Mutex::new(Vec::new()));
+    let leftovers = Arc::new(Mutex::new(Vec::new()));
+
+    let mut shares: Vec<Vec<RecordBatch>> = vec![Vec::new(); readers];
+    for (i, b) in batches.into_iter().enumerate() {
+        shares[i % readers].push(b);
+    }
+    let source = SourceStage {
+        name: "events".into(),
+        readers: shares
+            .into_iter()
+            .map(|s| Box::new(VecReader(s.into_iter())) as Box<dyn SourceReader>)
+            .collect(),
+        chains: (0..readers)
+            .map(|_| vec![Box::new(WatermarkGenerator::new(k, delay_ms)) as Box<dyn Operator>])
+            .collect(),
+    };
+    let chains: Vec<Chain> = (0..parallelism)
+        .map(|_| {
+            vec![
+                query.window_operator(&metrics, &leftovers),
+                Box::new(Collect::new(
+                    collected.clone(),
+                    problems.clone(),
+                    check_not_delayed,
+                )) as Box<dyn Operator>,
+            ]
+        })
+        .collect();
+    let names = if query.two_keys {
+        vec!["k0".to_string(), "k1".to_string()]
+    } else {
+        vec!["k0".to_string()]
+    };
+    let flow = Dataflow {
+        source,
+        stages: vec![Stage {
+            name: "window".into(),
+            input: Partitioning::Hash {
+                columns: (0..k).collect(),
+                names,
+            },
+            chains,
+        }],
+        channel_capacity: 4,
+    };
+    execute(flow).expect("the dataflow runs to completion");
+
+    let expected_schema = query.window_input(&metrics).output_schema();
+    let batches = std::mem::take(&mut *collected.lock().expect("collect lock"));
+    let mut rows = Vec::new();
+    for b in &batches {
+        assert_eq!(b.schema(), expected_schema, "output schema");
+        rows.extend(rows_of(b, query));
+    }
+    rows.sort();
+    let problems = std::mem::take(&mut *problems.lock().expect("problems lock"));
+    let leftovers = std::mem::take(&mut *leftovers.lock().expect("leftovers lock"));
+    Outcome {
+        rows,
+        late_events: metrics.late_events.load(AtomicOrdering::Relaxed),
+        dead_letters: metrics.dead_letters.load(AtomicOrdering::Relaxed),
+        problems,
+        leftovers,
+    }
+}
+
+/// Cuts `events` into batches of the given sizes (repeated as needed).
+fn cut(query: &Query, events: &[Event], sizes: &[usize]) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    let mut rest = events;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i % sizes.len()].clamp(1, rest.len());
+        batches.push(query.batch(&rest[..n]));
+        rest = &rest[n..];
+        i += 1;
+    }
+    batches
+}
+
+// ---------------------------------------------------------------------------------------
+// Random cases.
+// ---------------------------------------------------------------------------------------
+
+/// One raw event before timestamps are laid out: which key, how far event time moves
+/// forward, how far this event lags behind the front, its value.
+type RawEvent = (usize, Option<i64>, i64, i64, Option<i64>);
+
+fn raw_event() -> impl Strategy<Value = RawEvent> {
+    (
+        0usize..20,
+        prop_oneof![5 => (0i64..3).prop_map(Some), 1 => Just(None)],
+        // Steps in round multiples of 100 ms land events exactly on window and session
+        // boundaries; large steps leave windows empty and close sessions.
+        prop_oneof![12 => 0i64..200, 6 => (0i64..4).prop_map(|k| k * 100), 1 => 1_000i64..30_000],
+        prop_oneof![1 => Just(0i64), 2 => 0i64..i64::MAX],
+        prop_oneof![1 => Just(None), 8 => (-1000i64..1000).prop_map(Some)],
+    )
+}
+
+/// TUMBLE, HOP with a size that is a multiple of the slide, CUMULATE and SESSION, with
+/// lengths in multiples of 100 ms and (less often) odd lengths.
+fn window() -> BoxedStrategy<Window> {
+    prop_oneof![
+        3 => (1i64..=50).prop_map(|s| Window::Tumble { size: s * 100 }),
+        3 => (1i64..=50, 1i64..=10).prop_map(|(slide, m)| Window::Hop { size: slide * m * 100, slide: slide * 100 }),
+        3 => (1i64..=20, 1i64..=8).prop_map(|(step, k)| Window::Cumulate { step: step * 100, max_size: step * 100 * k }),
+        3 => (1i64..=30).prop_map(|g| Window::Session { gap: g * 100 }),
+        // Odd lengths, not multiples of 100 ms.
+        1 => (1i64..3000).prop_map(|size| Window::Tumble { size }),
+        1 => (1i64..1000, 1i64..=5).prop_map(|(slide, m)| Window::Hop { size: slide * m, slide }),
+        1 => (1i64..500, 1i64..=6).prop_map(|(step, k)| Window::Cumulate { step, max_size: step * k }),
+        1 => (1i64..3000).prop_map(|gap| Window::Session { gap }),
+    ]
+    .boxed()
+}
+
+/// HOP with any positive size and slide (multiples of 100 ms, or odd), including a size
+/// smaller than the slide.
+fn any_hop() -> BoxedStrategy<Window> {
+    prop_oneof![
+        3 => (1i64..=100, 1i64..=50).prop_map(|(size, slide)| Window::Hop { size: size * 100, slide: slide * 100 }),
+        1 => (1i64..3000, 1i64..3000).prop_map(|(size, slide)| Window::Hop { size, slide }),
+    ]
+    .boxed()
+}
+
+fn agg() -> impl Strategy<Value = Agg> {
+    (
+        prop_oneof![
+            Just(AggFn::CountStar),
+            Just(AggFn::Count),
+            Just(AggFn::CountDistinct),
+            Just(AggFn::Sum),
+            Just(AggFn::Min),
+            Just(AggFn::Max),
+            Just(AggFn::Avg),
+        ],
+        prop_oneof![Just(ArgType::Int), Just(ArgType::Float)],
+    )
+        .prop_map(|(func, arg)| Agg {
+            func,
+            arg: if func == AggFn::CountStar {
+                ArgType::Int
+            } else {
+                arg
+            },
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    query: Query,
+    events: Vec<Event>,
+    batch_sizes: Vec<usize>,
+    delay_ms: i64,
+    parallelism: usize,
+}
+
+/// Lays out timestamps so that each event is at most `max_lag` behind the largest
+/// timestamp before it, and builds the keys and values.
+fn lay_out(
+    raw: &[RawEvent],
+    n_keys: usize,
+    two_keys: bool,
+    base: i64,
+    max_lag: i64,
+    huge: bool,
+) -> Vec<Event> {
+    let mut front = base;
+    raw.iter()
+        .map(|&(key, k1, step, lag, value)| {
+            front += step;
+            let mut keys = vec![KeyValue::Str(format!("k{}", key % n_keys))];
+            if two_keys {
+                keys.push(k1.map_or(KeyValue::Null, KeyValue::Int));
+            }
+            // Huge values make integer SUM and AVG wrap around.
+            let value = if huge {
+                value.map(|v| v.wrapping_mul(9_223_372_036_854_775))
+            } else {
+                value
+            };
+            Event {
+                keys,
+                ts: front - lag % (max_lag + 1),
+                value,
+            }
+        })
+        .collect()
+}
+
+fn case(windows: BoxedStrategy<Window>) -> impl Strategy<Value = Case> {
+    (
+        (
+            1usize..20,
+            any::<bool>(),
+            windows,
+            prop::collection::vec(agg(), 1..=5),
+        ),
+        prop_oneof![Just(1_700_000_000_000i64), -100_000i64..100_000],
+        prop_oneof![Just(1i64), 1i64..3000],
+        prop::collection::vec(raw_event(), 0..400),
+        prop::collection::vec(1usize..=50, 1..20),
+        1usize..=4,
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(
+            |(
+                (n_keys, two_keys, window, mut aggs),
+                base,
+                delay_ms,
+                raw,
+                batch_sizes,
+                parallelism,
+                huge,
+            )| {
+                if huge {
+                    // Sums of huge doubles depend on the order of addition; keep those exact.
+                    for a in &mut aggs {
+                        if matches!(a.func, AggFn::Sum | AggFn::Avg) {
+                            a.arg = ArgType::Int;
+                        }
+                    }
+                }
+                // Disorder strictly smaller than the watermark delay: nothing is late.
+                let events = lay_out(&raw, n_keys, two_keys, base, delay_ms - 1, huge);
+                Case {
+                    query: Query {
+                        two_keys,
+                        window,
+                        aggs,
+                    },
+                    events,
+                    batch_sizes,
+                    delay_ms,
+                    parallelism,
+                }
+            },
+        )
+}
+
+fn config(cases: u32) -> ProptestConfig {
+    // `PROPTEST_CASES=n` overrides the count for a longer soak.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        // Each case runs in milliseconds; shrink to a small counterexample.
+        max_shrink_iters: 4096,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Runs `case` through the engine (as many source subtasks as window subtasks) and
+/// checks it against the oracle: same rows, nothing late, windows fired when (and only
+/// when) the watermark passes their end, no state left after the end of input.
+fn check_against_oracle(case: &Case) -> Result<(), TestCaseError> {
+    let Case {
+        query,
+        events,
+        batch_sizes,
+        delay_ms,
+        parallelism,
+    } = case;
+    let expected = oracle::evaluate(events, &query.window, &query.aggs);
+    let batches = cut(query, events, batch_sizes);
+    let got = run_engine(query, batches, *parallelism, *parallelism, *delay_ms, true);
+    if let Err(diff) = oracle::compare(&expected, &got.rows, 1e-9) {
+        prop_assert!(false, "engine and oracle disagree: {}", diff);
+    }
+    prop_assert_eq!(got.late_events, 0, "no event is late");
+    prop_assert_eq!(got.dead_letters, 0);
+    prop_assert!(
+        got.problems.is_empty(),
+        "firing-time problems: {:?}",
+        got.problems
+    );
+    for (i, &(keys, slices)) in got.leftovers.iter().enumerate() {
+        prop_assert!(
+            keys == 0 && slices == 0,
+            "subtask {} kept {} keys and {} slices after the end",
+            i,
+            keys,
+            slices
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(48))]
+
+    /// With all disorder within the watermark delay, the engine computes exactly the
+    /// oracle's results (TUMBLE, HOP with size a multiple of slide, CUMULATE, SESSION).
+    #[test]
+    fn engine_matches_oracle_without_late_events(case in case(window())) {
+        check_against_oracle(&case)?;
+    }
+
+    /// The same for HOP windows whose size is not a multiple of the slide (including
+    /// size < slide).
+    #[test]
+    fn hop_with_any_size_and_slide_matches_oracle(case in case(any_hop())) {
+        check_against_oracle(&case)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Late events, random: one source subtask, so the watermark each batch sees is known.
+// ---------------------------------------------------------------------------------------
+
+/// Splits `events` (cut into batches of `sizes`) into those the engine must accept and the
+/// number it must drop, replaying the watermark one source subtask produces: after each
+/// batch, `max(ts so far) - delay`. A TUMBLE event is late when its window has already
+/// fired (`end - 1 <= watermark`); a SESSION event when it is at or behind the watermark
+/// (it could otherwise extend or bridge a session that has fired).
+fn split_late(window: &Window, events: &[Event], sizes: &[usize], delay: i64) -> (Vec<Event>, u64) {
+    let mut wm = i64::MIN;
+    let mut max_ts: Option<i64> = None;
+    let (mut kept, mut late) = (Vec::new(), 0u64);
+    let mut rest = events;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i % sizes.len()].clamp(1, rest.len());
+        for e in &rest[..n] {
+            let is_late = match *window {
+                Window::Tumble { size } => oracle::floor_div(e.ts, size) * size + size - 1 <= wm,
+                Window::Session { .. } => e.ts <= wm,
+                _ => unreachable!("only TUMBLE and SESSION have an unambiguous lateness rule here"),
+            };
+            if is_late {
+                late += 1;
+            } else {
+                kept.push(e.clone());
+            }
+            max_ts = Some(max_ts.map_or(e.ts, |m| m.max(e.ts)));
+        }
+        if let Some(m) = max_ts {
+            wm = wm.max(m - delay);
+        }
+        rest = &rest[n..];
+        i += 1;
+    }
+    (kept, late)
+}
+
+fn late_case() -> impl Strategy<Value = Case> {
+    (
+        (
+            1usize..20,
+            any::<bool>(),
+            prop::collection::vec(agg(), 1..=4),
+        ),
+        prop_oneof![
+            (1i64..=30).prop_map(|s| Window::Tumble { size: s * 100 }),
+            (1i64..=30).prop_map(|g| Window::Session { gap: g * 100 }),
+        ],
+        prop_oneof![Just(0i64), 1i64..2000],
+        // Disorder up to this many times the delay (plus a fixed amount).
+        1i64..4,
+        prop::collection::vec(raw_event(), 0..300),
+        prop::collection::vec(1usize..=50, 1..20),
+        1usize..=4,
+    )
+        .prop_map(
+            |(
+                (n_keys, two_keys, aggs),
+                window,
+                delay_ms,
+                factor,
+                raw,
+                batch_sizes,
+                parallelism,
+            )| {
+                let events = lay_out(
+                    &raw,
+                    n_keys,
+                    two_keys,
+                    1_700_000_000_000,
+                    delay_ms * factor + 500,
+                    false,
+                );
+                Case {
+                    query: Query {
+                        two_keys,
+                        window,
+                        aggs,
+                    },
+                    events,
+                    batch_sizes,
+                    delay_ms,
+                    parallelism,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// With disorder beyond the watermark delay, exactly the late events are dropped and
+    /// counted, and the rest is aggregated exactly (one source subtask, `parallelism`
+    /// window subtasks).
+    #[test]
+    fn late_events_are_dropped_exactly(case in late_case()) {
+        let Case { query, events, batch_sizes, delay_ms, parallelism } = &case;
+        let (kept, late) = split_late(&query.window, events, batch_sizes, *delay_ms);
+        let expected = oracle::evaluate(&kept, &query.window, &query.aggs);
+        let batches = cut(query, events, batch_sizes);
+        let got = run_engine(query, batches, 1, *parallelism, *delay_ms, true);
+        if let Err(diff) = oracle::compare(&expected, &got.rows, 1e-9) {
+            prop_assert!(false, "engine and oracle disagree ({} late of {}): {}", late, events.len(), diff);
+        }
+        prop_assert_eq!(got.late_events, late, "late event count");
+        prop_assert!(got.problems.is_empty(), "firing-time problems: {:?}", got.problems);
+        for (i, &(keys, slices)) in got.leftovers.iter().enumerate() {
+            prop_assert!(keys == 0 && slices == 0, "subtask {} kept {} keys and {} slices after the end", i, keys, slices);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Focused deterministic tests.
+// ---------------------------------------------------------------------------------------
+
+fn ev(k: &str, ts: i64, v: i64) -> Event {
+    Event {
+        keys: vec![KeyValue::Str(k.into())],
+        ts,
+        value: Some(v),
+    }
+}
+
+const COUNT_SUM: [Agg; 2] = [
+    Agg {
+        func: AggFn::CountStar,
+        arg: ArgType::Int,
+    },
+    Agg {
+        func: AggFn::Sum,
+        arg: ArgType::Int,
+    },
+];
+
+fn row(start: i64, end: i64, k: &str, count: i64, sum: i64) -> ResultRow {
+    ResultRow {
+        window_start: start,
+        window_end: end,
+        keys: vec![KeyValue::Str(k.into())],
+        aggs: vec![AggValue::Int(count), AggValue::Int(sum)],
+    }
+}
+
+#[test]
+fn tumble_late_events_are_dropped_and_counted() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Tumble { size: 1000 },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let first = [
+        ev("a", 0, 1),
+        ev("a", 500, 2),
+        ev("b", 1500, 4),
+        ev("a", 2500, 8),
+    ];
+    // Watermark is now 2500: windows [0,1000) and [1000,2000) have fired.
+    let second = [
+        ev("a", 100, 16),  // late: [0,1000) fired
+        ev("b", 1999, 32), // late: [1000,2000) fired
+        ev("a", 2000, 64), // on time: [2000,3000) has not fired
+        ev("c", 2999, 128),
+    ];
+    let batches = vec![query.batch(&first), query.batch(&second)];
+    let got = run_engine(&query, batches, 1, 1, 0, false);
+    assert_eq!(got.late_events, 2);
+    assert_eq!(
+        got.rows,
+        vec![
+            row(0, 1000, "a", 2, 3),
+            row(1000, 2000, "b", 1, 4),
+            row(2000, 3000, "a", 2, 72),
+            row(2000, 3000, "c", 1, 128),
+        ]
+    );
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    assert_eq!(got.leftovers, vec![(0, 0)]);
+}
+
+#[test]
+fn session_late_events_are_dropped_and_counted() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Session { gap: 1000 },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let first = [ev("a", 0, 1), ev("a", 5000, 2)];
+    // Watermark 5000: session [0,1000) has fired; an event at 5000 is not after the watermark.
+    let second = [
+        ev("a", 200, 4),   // late: would reopen the fired session
+        ev("a", 5000, 8),  // late: at the watermark
+        ev("a", 5500, 16), // on time, extends [5000,6000) to [5000,6500)
+        ev("b", 4999, 32), // late, even for a new key
+    ];
+    let batches = vec![query.batch(&first), query.batch(&second)];
+    let got = run_engine(&query, batches, 1, 1, 0, false);
+    assert_eq!(got.late_events, 3);
+    assert_eq!(
+        got.rows,
+        vec![row(0, 1000, "a", 1, 1), row(5000, 6500, "a", 2, 18)]
+    );
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+}
+
+#[test]
+fn hop_event_behind_every_fired_window_is_late() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Hop {
+            size: 2000,
+            slide: 1000,
+        },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let first = [ev("a", 0, 1), ev("a", 4000, 2)];
+    // Watermark 4000: all windows ending at or before 4000 have fired; 500 only belongs
+    // to [-1000,1000) and [0,2000).
+    let second = [ev("a", 500, 4), ev("a", 4500, 8)];
+    let batches = vec![query.batch(&first), query.batch(&second)];
+    let got = run_engine(&query, batches, 1, 1, 0, false);
+    assert_eq!(got.late_events, 1);
+    assert_eq!(
+        got.rows,
+        vec![
+            row(-1000, 1000, "a", 1, 1),
+            row(0, 2000, "a", 1, 1),
+            row(3000, 5000, "a", 2, 10),
+            row(4000, 6000, "a", 2, 10),
+        ]
+    );
+}
+
+fn input_for(query: &Query) -> (WindowInput, Arc<JobMetrics>) {
+    let metrics = Arc::new(JobMetrics::default());
+    (query.window_input(&metrics), metrics)
+}
+
+#[test]
+fn sliced_state_is_freed_as_the_watermark_advances() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Hop {
+            size: 3000,
+            slide: 1000,
+        },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let (input, _) = input_for(&query);
+    let mut op = SlicedWindowOperator::new(
+        WindowSpec::Hop {
+            size: 3000,
+            slide: 1000,
+        },
+        input,
+    )
+    .expect("operator");
+    let mut out = Output::default();
+    // Slices of 1000 ms: 0 (a, b), 1 (a), 2 (c), 5 (a).
+    let events = [
+        ev("a", 10, 1),
+        ev("b", 999, 1),
+        ev("a", 1000, 1),
+        ev("c", 2500, 1),
+        ev("a", 5999, 1),
+    ];
+    op.process_batch(query.batch(&events), &mut out)
+        .expect("process");
+    assert_eq!((op.live_keys(), op.live_slices()), (3, 4));
+    // Windows ending 1000, 2000, 3000 fire; [1000, 4000) still needs slices 1 and 2.
+    op.on_watermark(Watermark(2999), &mut out)
+        .expect("watermark");
+    assert_eq!(
+        (op.live_keys(), op.live_slices()),
+        (2, 3),
+        "key b and slice 0 are freed"
+    );
+    // Windows ending 4000, 5000 fire; [3000, 6000) needs slice 5 only.
+    op.on_watermark(Watermark(4999), &mut out)
+        .expect("watermark");
+    assert_eq!((op.live_keys(), op.live_slices()), (1, 1));
+    // The last window containing slice 5 ends at 8000.
+    op.on_watermark(Watermark(7998), &mut out)
+        .expect("watermark");
+    assert_eq!((op.live_keys(), op.live_slices()), (1, 1));
+    op.on_watermark(Watermark(7999), &mut out)
+        .expect("watermark");
+    assert_eq!((op.live_keys(), op.live_slices()), (0, 0));
+    // A key that comes back after its state was freed starts afresh.
+    op.process_batch(query.batch(&[ev("b", 9000, 1)]), &mut out)
+        .expect("process");
+    assert_eq!((op.live_keys(), op.live_slices()), (1, 1));
+    op.on_end(&mut out).expect("end");
+    assert_eq!((op.live_keys(), op.live_slices()), (0, 0));
+}
+
+#[test]
+fn tumble_and_cumulate_state_is_empty_after_end() {
+    for spec in [
+        WindowSpec::Tumble { size: 1000 },
+        WindowSpec::Cumulate {
+            step: 500,
+            max_size: 2000,
+        },
+    ] {
+        let query = Query {
+            two_keys: true,
+            window: Window::Tumble { size: 1000 },
+            aggs: COUNT_SUM.to_vec(),
+        };
+        let (input, metrics) = input_for(&query);
+        let mut op = SlicedWindowOperator::new(spec, input).expect("operator");
+        let mut out = Output::default();
+        let events: Vec<Event> = (0..200)
+            .map(|i| Event {
+                keys: vec![KeyValue::Str(format!("k{}", i % 7)), KeyValue::Int(i % 3)],
+                ts: i * 37,
+                value: Some(i),
+            })
+            .collect();
+        for chunk in events.chunks(16) {
+            op.process_batch(query.batch(chunk), &mut out)
+                .expect("process");
+            let wm = chunk.iter().map(|e| e.ts).max().unwrap_or(0) - 100;
+            op.on_watermark(Watermark(wm), &mut out).expect("watermark");
+            // Only slices within the last max window (plus the delay) may be live.
+            assert!(
+                op.live_slices() <= 6,
+                "{spec:?}: {} slices live",
+                op.live_slices()
+            );
+        }
+        op.on_end(&mut out).expect("end");
+        assert_eq!((op.live_keys(), op.live_slices()), (0, 0), "{spec:?}");
+        assert_eq!(metrics.late_events.load(AtomicOrdering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn empty_input_produces_nothing() {
+    for window in [
+        Window::Tumble { size: 1000 },
+        Window::Hop {
+            size: 3000,
+            slide: 1000,
+        },
+        Window::Cumulate {
+            step: 1000,
+            max_size: 3000,
+        },
+        Window::Session { gap: 1000 },
+    ] {
+        let query = Query {
+            two_keys: false,
+            window,
+            aggs: COUNT_SUM.to_vec(),
+        };
+        let got = run_engine(&query, Vec::new(), 2, 3, 100, true);
+        assert!(got.rows.is_empty(), "{window:?}");
+        assert_eq!(got.late_events, 0);
+    }
+}
+
+/// Minimal counterexample found by `hop_with_any_size_and_slide_matches_oracle`: HOP
+/// windows start at multiples of the slide (Flink: `[k*slide, k*slide + size)`), but the
+/// engine makes them *end* at multiples of the slide, which is the same set of windows
+/// only when the size is a multiple of the slide.
+#[test]
+
+fn hop_size_smaller_than_slide() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Hop {
+            size: 100,
+            slide: 200,
+        },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let events = [ev("a", 18, 1)];
+    let expected = oracle::evaluate(&events, &query.window, &query.aggs);
+    assert_eq!(expected, vec![row(0, 100, "a", 1, 1)]);
+    let got = run_engine(&query, vec![query.batch(&events)], 1, 1, 1, true);
+    // The engine emits nothing: it looks for the event's slice [0, 100) in the window
+    // [100, 200) (ending on a multiple of the slide), finds no data, and drops the slice.
+    assert_eq!(got.rows, expected);
+}
+
+#[test]
+
+fn hop_size_not_multiple_of_slide() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Hop {
+            size: 300,
+            slide: 200,
+        },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let events = [ev("a", 250, 1)];
+    let expected = oracle::evaluate(&events, &query.window, &query.aggs);
+    assert_eq!(
+        expected,
+        vec![row(0, 300, "a", 1, 1), row(200, 500, "a", 1, 1)]
+    );
+    let got = run_engine(&query, vec![query.batch(&events)], 1, 1, 1, true);
+    // The engine emits only [100, 400).
+    assert_eq!(got.rows, expected);
+}

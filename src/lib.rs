@@ -1,0 +1,128 @@
+//! # Tidewater — event-time windowed aggregation over unbounded streams
+//!
+//! The library behind the `tidewater` binary. Load a Flink SQL job file, or build the
+//! same plan in code, and run it in-process.
+//!
+//! Layout (one crate per layer, see `ARCHITECTURE.md`):
+//! - [`core`] (`tidewater-core`): time, messages, key groups, metrics, errors.
+//! - [`runtime`] (`tidewater-runtime`): the `Operator` trait, channels, the executor.
+//! - [`window`] (`tidewater-window`): window assigners, slicing, aggregate state.
+//! - [`connectors`] (`tidewater-connectors`): filesystem, stdin, datagen, print, blackhole.
+//! - [`sql`] (`tidewater-sql`): job files → plans; [`JobBuilder`] for plans in code.
+//! - this crate: [`Job`], the front door, and the CLI (`src/main.rs`).
+//!
+//! ```no_run
+//! use tidewater::{Job, JobOptions};
+//!
+//! let job = Job::from_file("examples/sliding_sum.sql", &JobOptions::default())?;
+//! println!("{}", job.explain());
+//! let report = job.run()?;
+//! println!("{} events in, {} results out", report.metrics.records_in, report.metrics.records_out);
+//! # Ok::<(), tidewater::Error>(())
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use tidewater_connectors as connectors;
+pub use tidewater_core as core;
+pub use tidewater_core::metrics::{JobMetrics, MetricsSnapshot};
+pub use tidewater_core::{Error, Result};
+pub use tidewater_runtime as runtime;
+pub use tidewater_sql as sql;
+pub use tidewater_sql::builder::JobBuilder;
+pub use tidewater_sql::planner::Plan;
+pub use tidewater_window as window;
+
+/// How to run a job, besides what its SQL says.
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Subtasks per operator; overrides `SET 'parallelism.default'`. Default: the cores.
+    pub parallelism: Option<usize>,
+    /// The job's name; default: the job file's stem, or "job".
+    pub name: Option<String>,
+}
+
+/// A planned job, ready to run.
+#[derive(Debug)]
+pub struct Job {
+    plan: Plan,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone, Copy)]
+pub struct JobReport {
+    /// Counters at the end.
+    pub metrics: MetricsSnapshot,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl JobReport {
+    /// Input events per second of wall time.
+    pub fn events_per_second(&self) -> f64 {
+        self.metrics.records_in as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl Job {
+    /// Plans a job from the text of a job file.
+    pub fn from_sql(sql: &str, options: &JobOptions) -> Result<Self> {
+        let file = tidewater_sql::parse_job(sql)?;
+        let opts = tidewater_sql::PlanOptions {
+            parallelism: options.parallelism,
+            name: options.name.clone().unwrap_or_else(|| "job".into()),
+            ..Default::default()
+        };
+        Ok(Self {
+            plan: tidewater_sql::plan_job(&file, &opts)?,
+        })
+    }
+
+    /// Plans a job from a job file.
+    pub fn from_file(path: impl AsRef<Path>, options: &JobOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let sql = std::fs::read_to_string(path)
+            .map_err(|e| Error::io("cannot read job file", path, e))?;
+        let mut options = options.clone();
+        if options.name.is_none() {
+            options.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Self::from_sql(&sql, &options)
+    }
+
+    /// Wraps a plan built in code ([`JobBuilder`]).
+    pub fn from_plan(plan: Plan) -> Self {
+        Self { plan }
+    }
+
+    /// The plan as text (`tidewater explain`).
+    pub fn explain(&self) -> String {
+        self.plan.explain()
+    }
+
+    /// The job's counters, live while it runs.
+    pub fn metrics(&self) -> Arc<JobMetrics> {
+        self.plan.metrics.clone()
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    /// Runs until a bounded input ends (or forever on an unbounded one).
+    pub fn run(self) -> Result<JobReport> {
+        let metrics = self.plan.metrics.clone();
+        let started = Instant::now();
+        tracing::info!(job = %self.plan.name, parallelism = self.plan.parallelism, "job started");
+        tidewater_runtime::exec::execute(self.plan.dataflow)?;
+        let report = JobReport {
+            metrics: metrics.snapshot(),
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(?report, "job finished");
+        Ok(report)
+    }
+}
