@@ -228,6 +228,47 @@ impl Acc {
         }
     }
 
+    /// True when [`Acc::retract`] can undo a merge exactly. Integer sums and counts wrap,
+    /// so they subtract exactly; float sums would drift and extremes cannot be undone.
+    pub(crate) fn invertible(&self) -> bool {
+        matches!(
+            self,
+            Acc::Count(_) | Acc::SumI { .. } | Acc::DistinctI(_) | Acc::DistinctS(_)
+        )
+    }
+
+    /// Undoes `merge(other)`. Only called when [`Acc::invertible`] holds.
+    pub(crate) fn retract(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a -= b,
+            (Acc::SumI { sum, n }, Acc::SumI { sum: s2, n: n2 }) => {
+                *sum = sum.wrapping_sub(*s2);
+                *n -= n2;
+            }
+            (Acc::DistinctI(a), Acc::DistinctI(b)) => {
+                for (k, c) in b {
+                    if let Some(x) = a.get_mut(k) {
+                        *x -= c;
+                        if *x == 0 {
+                            a.remove(k);
+                        }
+                    }
+                }
+            }
+            (Acc::DistinctS(a), Acc::DistinctS(b)) => {
+                for (k, c) in b {
+                    if let Some(x) = a.get_mut(k) {
+                        *x -= c;
+                        if *x == 0 {
+                            a.remove(k);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Merges `other` (a partial of the same aggregate) into this one.
     pub(crate) fn merge(&mut self, kind: AggKind, other: &Acc) {
         match (self, other) {

@@ -32,9 +32,20 @@ impl KeyTable {
         })
     }
 
-    /// Converts a batch's key columns to rows.
+    /// Converts a batch's key columns to rows. Without key columns (a global window
+    /// aggregate) there are no rows; use [`KeyTable::key_of`] to read them either way.
     pub fn rows(&self, columns: &[ArrayRef]) -> Result<Rows> {
         Ok(self.converter.convert_columns(columns)?)
+    }
+
+    /// The key of row `i`: its row bytes, or the empty key when there are no key columns.
+    #[inline]
+    pub fn key_of<'a>(rows: &'a Rows, i: usize) -> &'a [u8] {
+        if rows.num_rows() == 0 {
+            &[]
+        } else {
+            rows.row(i).data()
+        }
     }
 
     /// The id of `row`, interning it if new.

@@ -177,7 +177,7 @@ impl Operator for SessionWindowOperator {
                 late += 1;
                 continue;
             }
-            let id = self.keys.intern(rows.row(row).as_ref()) as usize;
+            let id = self.keys.intern(KeyTable::key_of(&rows, row)) as usize;
             if id >= self.states.len() {
                 self.states.resize_with(id + 1, KeySessions::default);
             }

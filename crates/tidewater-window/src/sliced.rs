@@ -22,16 +22,25 @@ use crate::agg::{Acc, AggSpec, ArgView, OutColumn};
 use crate::keys::KeyTable;
 use crate::{WindowInput, WindowSpec};
 
-/// Per key: its slices that hold data, ordered by slice index.
+/// Per key: its slices that hold data, ordered by slice index, and a running window
+/// accumulator.
 #[derive(Debug, Default)]
 struct KeyState {
     slices: VecDeque<(i64, Box<[Acc]>)>,
-    /// End of the last window this key was emitted for (dedup while collecting keys).
-    emitted_end: i64,
+    /// The merge of every partial in `slices` with index `<= run_hi` (when `run_valid`).
+    run: Box<[Acc]>,
+    run_hi: i64,
+    run_valid: bool,
     live: bool,
 }
 
 /// The sliced window operator (see the module docs).
+///
+/// Window results come from a running accumulator per key: firing the next window adds
+/// the slices that entered it, and freeing a slice retracts it (counts, integer sums and
+/// distinct counts retract exactly). Aggregates that cannot retract (float sums, MIN,
+/// MAX) re-merge the key's slices when a slice has left since the last result. So the
+/// cost of a result does not grow with size/slide for invertible aggregates.
 #[derive(Debug)]
 pub struct SlicedWindowOperator {
     spec: WindowSpec,
@@ -40,8 +49,11 @@ pub struct SlicedWindowOperator {
     schema: SchemaRef,
     keys: KeyTable,
     states: Vec<KeyState>,
-    /// For each slice with data, the keys that have a partial in it.
-    by_slice: BTreeMap<i64, Vec<u32>>,
+    /// Ids of keys that hold state, in no particular order.
+    live: Vec<u32>,
+    /// Number of key partials per slice index.
+    slice_counts: BTreeMap<i64, usize>,
+    invertible: bool,
     watermark: Watermark,
     /// Every window ending at or before this has fired.
     fired_end: i64,
@@ -55,6 +67,7 @@ impl SlicedWindowOperator {
         let width = spec.slice_width().ok_or_else(|| {
             Error::runtime("session windows are not sliced; use SessionWindowOperator")
         })?;
+        let invertible = input.aggs.iter().all(|a| a.empty().invertible());
         Ok(Self {
             spec,
             width,
@@ -63,7 +76,9 @@ impl SlicedWindowOperator {
             metrics: input.metrics.clone(),
             input,
             states: Vec::new(),
-            by_slice: BTreeMap::new(),
+            live: Vec::new(),
+            slice_counts: BTreeMap::new(),
+            invertible,
             watermark: Watermark::MIN,
             fired_end: i64::MIN,
         })
@@ -76,11 +91,7 @@ impl SlicedWindowOperator {
 
     /// Number of slices with state.
     pub fn live_slices(&self) -> usize {
-        self.by_slice.len()
-    }
-
-    fn empty_accs(&self) -> Box<[Acc]> {
-        self.input.aggs.iter().map(AggSpec::empty).collect()
+        self.slice_counts.len()
     }
 
     /// The end of the first window that contains slice `s`.
@@ -97,7 +108,7 @@ impl SlicedWindowOperator {
 
     fn fire_until(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
         let step = self.spec.end_step();
-        while let Some((&min_slice, _)) = self.by_slice.first_key_value() {
+        while let Some((&min_slice, _)) = self.slice_counts.first_key_value() {
             let mut end = self.first_end_containing(min_slice);
             if self.fired_end != i64::MIN {
                 end = end.max(self.fired_end.saturating_add(step));
@@ -105,6 +116,7 @@ impl SlicedWindowOperator {
             if end.saturating_sub(1) > wm.0 {
                 break;
             }
+            self.free_before(floor_div(self.spec.start_of(end), self.width));
             self.fire_window(end, out)?;
             self.fired_end = end;
             let next_start = self.spec.start_of(end.saturating_add(step));
@@ -115,47 +127,42 @@ impl SlicedWindowOperator {
 
     fn fire_window(&mut self, end: i64, out: &mut Output) -> Result<()> {
         let start = self.spec.start_of(end);
-        let (lo, hi) = (floor_div(start, self.width), floor_div(end, self.width) - 1);
+        let hi = floor_div(end, self.width) - 1;
+        let aggs = &self.input.aggs;
+        let mut cols: Vec<OutColumn> = aggs.iter().map(OutColumn::for_spec).collect();
         let mut ids = Vec::new();
-        for (_, list) in self.by_slice.range(lo..=hi) {
-            for &id in list {
-                let st = &mut self.states[id as usize];
-                if st.emitted_end != end {
-                    st.emitted_end = end;
-                    ids.push(id);
+        for &id in &self.live {
+            let st = &mut self.states[id as usize];
+            // Partials before the window were freed: the key is in the window iff its
+            // first partial is not after it.
+            if st.slices.front().is_none_or(|(s, _)| *s > hi) {
+                continue;
+            }
+            if !st.run_valid {
+                for (acc, spec) in st.run.iter_mut().zip(aggs) {
+                    *acc = spec.empty();
+                }
+                st.run_hi = i64::MIN;
+                st.run_valid = true;
+            }
+            for (s, part) in st.slices.iter() {
+                if *s > hi {
+                    break;
+                }
+                if *s > st.run_hi {
+                    for ((acc, p), spec) in st.run.iter_mut().zip(part.iter()).zip(aggs) {
+                        acc.merge(spec.kind, p);
+                    }
                 }
             }
+            st.run_hi = hi;
+            for ((col, acc), spec) in cols.iter_mut().zip(st.run.iter()).zip(aggs) {
+                col.append(spec.kind, acc);
+            }
+            ids.push(id);
         }
         if ids.is_empty() {
             return Ok(());
-        }
-        let aggs = &self.input.aggs;
-        let mut cols: Vec<OutColumn> = aggs.iter().map(OutColumn::for_spec).collect();
-        let mut scratch = self.empty_accs();
-        for &id in &ids {
-            let mut in_range = self.states[id as usize]
-                .slices
-                .iter()
-                .filter(|(s, _)| *s >= lo && *s <= hi);
-            let first = in_range.next();
-            let second = in_range.next();
-            let merged: &[Acc] = match (first, second) {
-                (Some((_, only)), None) => only,
-                (first, second) => {
-                    for (acc, spec) in scratch.iter_mut().zip(aggs) {
-                        *acc = spec.empty();
-                    }
-                    for (_, part) in first.into_iter().chain(second).chain(in_range) {
-                        for ((acc, p), spec) in scratch.iter_mut().zip(part.iter()).zip(aggs) {
-                            acc.merge(spec.kind, p);
-                        }
-                    }
-                    &scratch
-                }
-            };
-            for ((col, acc), spec) in cols.iter_mut().zip(merged).zip(aggs) {
-                col.append(spec.kind, acc);
-            }
         }
         let n = ids.len();
         let mut columns: Vec<ArrayRef> = vec![
@@ -170,20 +177,43 @@ impl SlicedWindowOperator {
         Ok(())
     }
 
-    /// Drops every partial of slices `< bound`, and keys left without any.
+    /// Drops every partial of slices `< bound` (retracting it from the key's running
+    /// result), and keys left without any.
     fn free_before(&mut self, bound: i64) {
-        let keep = self.by_slice.split_off(&bound);
-        let old = std::mem::replace(&mut self.by_slice, keep);
-        for (_, list) in old {
-            for id in list {
-                let st = &mut self.states[id as usize];
-                while st.slices.front().is_some_and(|(s, _)| *s < bound) {
-                    st.slices.pop_front();
+        if self
+            .slice_counts
+            .first_key_value()
+            .is_none_or(|(s, _)| *s >= bound)
+        {
+            return;
+        }
+        self.slice_counts = self.slice_counts.split_off(&bound);
+        let aggs = &self.input.aggs;
+        let mut i = 0;
+        while i < self.live.len() {
+            let id = self.live[i];
+            let st = &mut self.states[id as usize];
+            while let Some((s, part)) = st.slices.pop_front_if(|(s, _)| *s < bound) {
+                if s <= st.run_hi && st.run_valid {
+                    if self.invertible {
+                        for (acc, p) in st.run.iter_mut().zip(part.iter()) {
+                            acc.retract(p);
+                        }
+                    } else {
+                        st.run_valid = false;
+                    }
                 }
-                if st.slices.is_empty() && st.live {
-                    st.live = false;
-                    self.keys.release(id);
-                }
+            }
+            if st.slices.front().is_none_or(|(s, _)| *s > st.run_hi) {
+                // Nothing merged is left: the running result is empty again.
+                st.run_valid = false;
+            }
+            if st.slices.is_empty() {
+                st.live = false;
+                self.keys.release(id);
+                self.live.swap_remove(i);
+            } else {
+                i += 1;
             }
         }
     }
@@ -223,7 +253,7 @@ impl Operator for SlicedWindowOperator {
                 late += 1;
                 continue;
             }
-            let id = self.keys.intern(rows.row(row).as_ref()) as usize;
+            let id = self.keys.intern(KeyTable::key_of(&rows, row)) as usize;
             if id >= self.states.len() {
                 self.states.resize_with(id + 1, KeyState::default);
             }
@@ -231,9 +261,12 @@ impl Operator for SlicedWindowOperator {
             if !st.live {
                 *st = KeyState {
                     slices: VecDeque::new(),
-                    emitted_end: i64::MIN,
+                    run: self.input.aggs.iter().map(AggSpec::empty).collect(),
+                    run_hi: i64::MIN,
+                    run_valid: false,
                     live: true,
                 };
+                self.live.push(id as u32);
             }
             // Events arrive nearly in order: look for the slice from the back.
             let pos = st.slices.iter().rposition(|(x, _)| *x <= s);
@@ -243,7 +276,7 @@ impl Operator for SlicedWindowOperator {
                     let at = pos.map_or(0, |p| p + 1);
                     let empty: Box<[Acc]> = self.input.aggs.iter().map(AggSpec::empty).collect();
                     st.slices.insert(at, (s, empty));
-                    self.by_slice.entry(s).or_default().push(id as u32);
+                    *self.slice_counts.entry(s).or_default() += 1;
                     at
                 }
             };

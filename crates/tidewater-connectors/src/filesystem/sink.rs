@@ -46,6 +46,8 @@ impl FileSink {
 
     fn open(&mut self) -> Result<&mut Writer> {
         if self.writer.is_none() {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| Error::io("cannot create sink directory", &self.dir, e))?;
             let path = self.in_progress();
             let f =
                 File::create(&path).map_err(|e| Error::io("cannot create part file", &path, e))?;
@@ -116,9 +118,8 @@ pub(super) fn create(ctx: &SinkContext<'_>) -> Result<Vec<Box<dyn Operator>>> {
     let o = ctx.options;
     let dir = PathBuf::from(o.required("path")?);
     let format = Format::from_options(o)?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io("cannot create sink directory", &dir, e))?;
-    if !dir.is_dir() {
+    // The directory is created on the first write, so `explain` leaves no trace.
+    if dir.exists() && !dir.is_dir() {
         return Err(o.error(
             "path",
             format!(
