@@ -11,6 +11,7 @@
 //! - `-- @parallelism: 1` — the parallelisms to run (default `1 3`);
 //! - `-- @summary: events in: N  results out: M  late events: L  dead letters: D` —
 //!   the counters the summary line on stderr must show.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -261,14 +262,10 @@ golden! {
     hop_2s_10s,
     hop_2s_3s,
     cumulate,
-    #[ignore = "engine bug: SESSION(TABLE t PARTITION BY key, DESCRIPTOR(ts), gap) does not \
-                parse (PARTITION BY swallows the DESCRIPTOR argument)"]
     session_partition_by,
     session_single_key,
     min_max_avg,
     count_distinct,
-    #[ignore = "engine bug: a window aggregation without a grouping key panics \
-                (arrow-row: row index out of bounds)"]
     global_window_no_key,
     window_where_exprs,
     stateless_filter,
@@ -277,8 +274,6 @@ golden! {
     json_lines,
     directory_of_files,
     late_event,
-    #[ignore = "engine bug: an event whose slice has fired is dropped as late although \
-                later HOP windows containing it are still open (Flink keeps it)"]
     hop_late_slice,
 }
 

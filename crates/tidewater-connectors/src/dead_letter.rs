@@ -26,7 +26,8 @@ impl FileDeadLetters {
         }
         let f = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(path)
             .map_err(|e| Error::io("cannot open dead-letter file", path, e))?;
         Ok(Self {

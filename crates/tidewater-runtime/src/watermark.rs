@@ -48,11 +48,11 @@ impl Operator for WatermarkGenerator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let m = max_event_time(batch.column(self.column).as_ref())?;
         out.emit(batch);
-        if let Some(m) = m {
-            if self.max_seen.is_none_or(|s| m > s) {
-                self.max_seen = Some(m);
-                out.emit_watermark(Watermark(m.saturating_sub(self.delay_ms)));
-            }
+        if let Some(m) = m
+            && self.max_seen.is_none_or(|s| m > s)
+        {
+            self.max_seen = Some(m);
+            out.emit_watermark(Watermark(m.saturating_sub(self.delay_ms)));
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use sqlparser::ast::{Expr, Ident};
 use sqlparser::dialect::{Dialect, GenericDialect};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Token;
 
 /// Flink-flavoured generic SQL.
 #[derive(Debug, Default)]
@@ -33,11 +34,19 @@ impl Dialect for FlinkDialect {
         }
         Some((|| {
             let name = parser.parse_identifier()?;
-            let keys = if parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
-                parser.parse_comma_separated(Parser::parse_expr)?
-            } else {
-                Vec::new()
-            };
+            let mut keys = Vec::new();
+            if parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
+                // The key list ends where the next window argument (DESCRIPTOR) begins.
+                loop {
+                    keys.push(parser.parse_expr()?);
+                    let [comma, next] = parser.peek_tokens();
+                    let descriptor = matches!(&next, Token::Word(w) if w.value.eq_ignore_ascii_case("DESCRIPTOR"));
+                    if comma != Token::Comma || descriptor {
+                        break;
+                    }
+                    parser.next_token();
+                }
+            }
             Ok(Expr::Tuple(vec![
                 Expr::Identifier(Ident::new(TABLE_ARG)),
                 Expr::Identifier(name),

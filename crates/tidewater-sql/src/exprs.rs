@@ -150,6 +150,43 @@ impl Provider {
     }
 }
 
+/// Whether a value of type `from` may be written to a column of type `to` without an
+/// explicit CAST (as in Flink: same type, numbers to numbers, NULL to anything).
+pub fn implicitly_assignable(from: &DataType, to: &DataType) -> bool {
+    from == to
+        || from == &DataType::Null
+        || (from.is_numeric() && to.is_numeric())
+        || (matches!(from, DataType::Timestamp(..)) && matches!(to, DataType::Timestamp(..)))
+        || (matches!(
+            from,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) && to == &DataType::Utf8)
+}
+
+impl Provider {
+    /// Compiles `e` as the value of sink column `field`, refusing implicit conversions
+    /// Flink would refuse (e.g. STRING into BIGINT).
+    pub fn compile_into(
+        &self,
+        e: &SqlExpr,
+        schema: &Schema,
+        field: &arrow::datatypes::Field,
+        loc: Loc,
+    ) -> Result<Compiled> {
+        let (_, from) = self.compile(e, schema, None, loc)?;
+        if !implicitly_assignable(&from, field.data_type()) {
+            return Err(Loc::of(e, loc).error(format!(
+                "{e} is {} but sink column '{}' is {}; convert it with CAST({e} AS {})",
+                crate::types::sql_name(&from),
+                field.name(),
+                crate::types::sql_name(field.data_type()),
+                crate::types::sql_name(field.data_type())
+            )));
+        }
+        self.compile(e, schema, Some(field.data_type()), loc)
+    }
+}
+
 /// Milliseconds of `INTERVAL 'n' UNIT`.
 pub fn interval_ms(e: &SqlExpr) -> std::result::Result<i64, String> {
     let bad = || format!("expected an interval such as INTERVAL '10' SECOND, got {e}");

@@ -53,7 +53,7 @@ pub enum ColumnKind {
     /// Read from the source / written to the sink.
     Physical(DataType),
     /// `name AS expr`, computed from the physical columns.
-    Computed(Expr),
+    Computed(Box<Expr>),
 }
 
 /// One column.
@@ -258,7 +258,7 @@ fn parse_create_table(p: &mut Parser, loc: Loc) -> Result<TableDef> {
         } else {
             let col = p.parse_identifier().map_err(perr)?;
             let kind = if p.parse_keyword(Keyword::AS) {
-                ColumnKind::Computed(p.parse_expr().map_err(perr)?)
+                ColumnKind::Computed(Box::new(p.parse_expr().map_err(perr)?))
             } else {
                 let t = p.parse_data_type().map_err(perr)?;
                 let arrow =
@@ -310,13 +310,13 @@ fn parse_create_table(p: &mut Parser, loc: Loc) -> Result<TableDef> {
             name.value
         )));
     }
-    if let Some(w) = &watermark {
-        if !columns.iter().any(|c| c.name == w.column) {
-            return Err(w.loc.error(format!(
-                "WATERMARK FOR '{}': the table has no such column",
-                w.column
-            )));
-        }
+    if let Some(w) = &watermark
+        && !columns.iter().any(|c| c.name == w.column)
+    {
+        return Err(w.loc.error(format!(
+            "WATERMARK FOR '{}': the table has no such column",
+            w.column
+        )));
     }
     Ok(TableDef {
         name: name.value,

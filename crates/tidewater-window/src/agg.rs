@@ -80,7 +80,12 @@ impl AggSpec {
                 format!("{:?}", self.kind).to_uppercase(),
                 format!(
                     "cannot aggregate a value of type {}; SUM and AVG take numbers, MIN, MAX and COUNT(DISTINCT) take numbers, strings and timestamps",
-                    self.arg_type
+                    match &self.arg_type {
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View =>
+                            "STRING".to_string(),
+                        DataType::Boolean => "BOOLEAN".to_string(),
+                        other => other.to_string(),
+                    }
                 ),
             ))
         }
@@ -281,20 +286,16 @@ impl Acc {
                 *sum += s2;
                 *n += n2;
             }
-            (Acc::ExtI(a), Acc::ExtI(Some(b))) => {
-                if a.is_none_or(|x| better(kind, b, &x)) {
-                    *a = Some(*b);
-                }
+            (Acc::ExtI(a), Acc::ExtI(Some(b))) if a.is_none_or(|x| better(kind, b, &x)) => {
+                *a = Some(*b);
             }
-            (Acc::ExtF(a), Acc::ExtF(Some(b))) => {
-                if a.is_none_or(|x| better(kind, b, &x)) {
-                    *a = Some(*b);
-                }
+            (Acc::ExtF(a), Acc::ExtF(Some(b))) if a.is_none_or(|x| better(kind, b, &x)) => {
+                *a = Some(*b);
             }
-            (Acc::ExtS(a), Acc::ExtS(Some(b))) => {
-                if a.as_deref().is_none_or(|x| better(kind, &**b, x)) {
-                    *a = Some(b.clone());
-                }
+            (Acc::ExtS(a), Acc::ExtS(Some(b)))
+                if a.as_deref().is_none_or(|x| better(kind, &**b, x)) =>
+            {
+                *a = Some(b.clone());
             }
             (Acc::DistinctI(a), Acc::DistinctI(b)) => {
                 for (k, c) in b {

@@ -40,7 +40,7 @@ impl KeyTable {
 
     /// The key of row `i`: its row bytes, or the empty key when there are no key columns.
     #[inline]
-    pub fn key_of<'a>(rows: &'a Rows, i: usize) -> &'a [u8] {
+    pub fn key_of(rows: &Rows, i: usize) -> &[u8] {
         if rows.num_rows() == 0 {
             &[]
         } else {

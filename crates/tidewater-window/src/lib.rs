@@ -13,8 +13,9 @@
 //!
 //! Both operators take batches laid out as `[key columns.., event time, aggregate
 //! arguments..]` (see [`WindowInput`]) and emit `[window_start, window_end, keys..,
-//! aggregates..]`. Late events (whose slice or session has already fired) are counted
-//! and dropped, never folded into an emitted result.
+//! aggregates..]`. Late events — for sliced windows, those whose *last* window has fired
+//! (Flink's rule); for sessions, those at or behind the watermark — are counted and
+//! dropped, never folded into an emitted result.
 
 pub mod agg;
 pub mod keys;

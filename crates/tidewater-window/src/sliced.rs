@@ -145,11 +145,12 @@ impl SlicedWindowOperator {
                 st.run_hi = i64::MIN;
                 st.run_valid = true;
             }
-            for (s, part) in st.slices.iter() {
-                if *s > hi {
+            // Only partials after `run_hi` are new; they sit at the back of the deque.
+            for (s, part) in st.slices.iter().rev() {
+                if *s <= st.run_hi {
                     break;
                 }
-                if *s > st.run_hi {
+                if *s <= hi {
                     for ((acc, p), spec) in st.run.iter_mut().zip(part.iter()).zip(aggs) {
                         acc.merge(spec.kind, p);
                     }
@@ -188,7 +189,6 @@ impl SlicedWindowOperator {
             return;
         }
         self.slice_counts = self.slice_counts.split_off(&bound);
-        let aggs = &self.input.aggs;
         let mut i = 0;
         while i < self.live.len() {
             let id = self.live[i];
@@ -245,11 +245,13 @@ impl Operator for SlicedWindowOperator {
                 continue;
             }
             let s = floor_div(ts.value(row), self.width);
-            if (s.saturating_add(1))
-                .saturating_mul(self.width)
-                .saturating_sub(1)
-                <= self.watermark.0
-            {
+            let slice_start = s.saturating_mul(self.width);
+            let last_end = self.spec.last_end_containing(slice_start);
+            if last_end <= slice_start {
+                // Between two hop windows (size < slide): in no window at all.
+                continue;
+            }
+            if last_end.saturating_sub(1) <= self.watermark.0 {
                 late += 1;
                 continue;
             }
@@ -283,6 +285,13 @@ impl Operator for SlicedWindowOperator {
             let accs = &mut st.slices[at].1;
             for ((acc, spec), arg) in accs.iter_mut().zip(&self.input.aggs).zip(&args) {
                 acc.update(spec.kind, arg, row);
+            }
+            // A slice that earlier results already merged (some of its windows fired,
+            // later ones are open): keep the running result in step with it.
+            if st.run_valid && s <= st.run_hi {
+                for ((acc, spec), arg) in st.run.iter_mut().zip(&self.input.aggs).zip(&args) {
+                    acc.update(spec.kind, arg, row);
+                }
             }
         }
         JobMetrics::add(&self.metrics.late_events, late);

@@ -16,7 +16,7 @@ use crate::format::{Format, stringify_timestamps};
 use crate::registry::SinkContext;
 
 enum Writer {
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    Csv(Box<arrow::csv::Writer<BufWriter<File>>>),
     Json(arrow::json::LineDelimitedWriter<BufWriter<File>>),
 }
 
@@ -53,12 +53,12 @@ impl FileSink {
                 File::create(&path).map_err(|e| Error::io("cannot create part file", &path, e))?;
             let w = BufWriter::with_capacity(1 << 20, f);
             self.writer = Some(match self.format {
-                Format::Csv { delimiter, header } => Writer::Csv(
+                Format::Csv { delimiter, header } => Writer::Csv(Box::new(
                     arrow::csv::WriterBuilder::new()
                         .with_header(header)
                         .with_delimiter(delimiter)
                         .build(w),
-                ),
+                )),
                 Format::Json => Writer::Json(
                     arrow::json::WriterBuilder::new()
                         .with_explicit_nulls(true)
@@ -90,7 +90,7 @@ impl Operator for FileSink {
         };
         let path = self.in_progress();
         let mut inner = match w {
-            Writer::Csv(w) => w.into_inner(),
+            Writer::Csv(w) => (*w).into_inner(),
             Writer::Json(mut w) => {
                 w.finish()?;
                 w.into_inner()

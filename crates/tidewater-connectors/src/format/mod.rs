@@ -88,6 +88,14 @@ impl Format {
         data: &[u8],
         rows: usize,
     ) -> Result<Option<RecordBatch>, ArrowError> {
+        // A record is complete only at its newline: give the last line one.
+        let owned;
+        let data = if data.ends_with(b"\n") {
+            data
+        } else {
+            owned = [data, b"\n"].concat();
+            &owned
+        };
         let rows = rows.max(1);
         match self {
             Format::Csv { delimiter, .. } => {
@@ -154,12 +162,11 @@ impl ChunkDecoder {
         let lines = chunk.line_count();
         JobMetrics::add(&self.metrics.records_in, lines as u64);
         JobMetrics::add(&self.metrics.bytes_in, chunk.data.len() as u64);
-        if !chunk.has_empty_line() {
-            if let Ok(Some(b)) = self.format.decode_bytes(&self.schema, &chunk.data, lines) {
-                if b.num_rows() == lines {
-                    return Ok(Some(b));
-                }
-            }
+        if !chunk.has_empty_line()
+            && let Ok(Some(b)) = self.format.decode_bytes(&self.schema, &chunk.data, lines)
+            && b.num_rows() == lines
+        {
+            return Ok(Some(b));
         }
         self.decode_line_by_line(chunk)
     }
@@ -226,6 +233,7 @@ impl ChunkDecoder {
                 );
             }
         }
+        let m = shorten_quoted(&m, 64);
         let lower = m.to_ascii_lowercase();
         if (lower.contains("utf-8") || lower.contains("utf8"))
             && !lower.starts_with("invalid utf-8")
@@ -252,4 +260,24 @@ impl Chunk {
             }
         }
     }
+}
+
+/// Shortens every `'quoted'` part of `msg` longer than `max` characters: the raw record
+/// is in the dead letter already, the reason stays readable.
+fn shorten_quoted(msg: &str, max: usize) -> String {
+    let mut out = String::with_capacity(msg.len().min(512));
+    let mut parts = msg.split('\'');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('\'');
+        if i % 2 == 0 && part.chars().count() > max {
+            out.extend(part.chars().take(max));
+            out.push_str(&format!("...({} bytes)", part.len()));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }

@@ -226,11 +226,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
             let exprs = items
                 .iter()
                 .zip(sink_schema.fields())
-                .map(|((e, _), f)| {
-                    provider
-                        .compile(e, &src.schema, Some(f.data_type()), loc)
-                        .map(|c| c.0)
-                })
+                .map(|((e, _), f)| provider.compile_into(e, &src.schema, f, loc).map(|c| c.0))
                 .collect::<Result<Vec<_>>>()?;
             if window::contains_aggregate(items.iter().map(|(e, _)| e)) {
                 return Err(loc.error("aggregates need a window: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) ... GROUP BY window_start, window_end"));

@@ -456,7 +456,7 @@ pub(crate) fn plan_window(
         .zip(sink_schema.fields())
         .map(|(e, f)| {
             ctx.provider
-                .compile(e, &window_out, Some(f.data_type()), loc)
+                .compile_into(e, &window_out, f, loc)
                 .map(|c| c.0)
         })
         .collect::<Result<Vec<_>>>()?;
