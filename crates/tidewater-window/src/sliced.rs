@@ -301,7 +301,16 @@ impl Operator for SlicedWindowOperator {
 
     fn on_watermark(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(wm);
-        self.fire_until(wm, out)
+        self.fire_until(wm, out)?;
+        // Windows the watermark passed while this subtask held no data for them have
+        // fired too (empty): a partly late event must not reopen them.
+        let (step, offset) = (self.spec.end_step(), self.spec.end_offset());
+        let k = floor_div(wm.0.saturating_add(1).saturating_sub(offset), step);
+        let passed = offset.saturating_add(k.saturating_mul(step));
+        if passed > self.fired_end {
+            self.fired_end = passed;
+        }
+        Ok(())
     }
 
     fn on_end(&mut self, out: &mut Output) -> Result<()> {

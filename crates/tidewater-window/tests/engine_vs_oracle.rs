@@ -1,6 +1,7 @@
 //! Differential tests: the window operators, run in a real dataflow (parallel sources,
 //! watermark generators, hash exchange, parallel window subtasks), must produce exactly
 //! the results of the naive oracle in `common/oracle.rs`, as multisets of rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod common;
 
@@ -413,18 +414,26 @@ fn run_engine(
     }
 }
 
-/// Cuts `events` into batches of the given sizes (repeated as needed).
-fn cut(query: &Query, events: &[Event], sizes: &[usize]) -> Vec<RecordBatch> {
-    let mut batches = Vec::new();
+/// Splits `events` into chunks of the given sizes (repeated as needed).
+fn chunks<'a>(events: &'a [Event], sizes: &[usize]) -> Vec<&'a [Event]> {
+    let mut out = Vec::new();
     let mut rest = events;
     let mut i = 0;
     while !rest.is_empty() {
         let n = sizes[i % sizes.len()].clamp(1, rest.len());
-        batches.push(query.batch(&rest[..n]));
+        out.push(&rest[..n]);
         rest = &rest[n..];
         i += 1;
     }
-    batches
+    out
+}
+
+/// Cuts `events` into batches of the given sizes (repeated as needed).
+fn cut(query: &Query, events: &[Event], sizes: &[usize]) -> Vec<RecordBatch> {
+    chunks(events, sizes)
+        .into_iter()
+        .map(|c| query.batch(c))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -664,39 +673,25 @@ proptest! {
 // Late events, random: one source subtask, so the watermark each batch sees is known.
 // ---------------------------------------------------------------------------------------
 
-/// Splits `events` (cut into batches of `sizes`) into those the engine must accept and the
-/// number it must drop, replaying the watermark one source subtask produces: after each
-/// batch, `max(ts so far) - delay`. A TUMBLE event is late when its window has already
-/// fired (`end - 1 <= watermark`); a SESSION event when it is at or behind the watermark
-/// (it could otherwise extend or bridge a session that has fired).
-fn split_late(window: &Window, events: &[Event], sizes: &[usize], delay: i64) -> (Vec<Event>, u64) {
-    let mut wm = i64::MIN;
-    let mut max_ts: Option<i64> = None;
-    let (mut kept, mut late) = (Vec::new(), 0u64);
-    let mut rest = events;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = sizes[i % sizes.len()].clamp(1, rest.len());
-        for e in &rest[..n] {
-            let is_late = match *window {
-                Window::Tumble { size } => oracle::floor_div(e.ts, size) * size + size - 1 <= wm,
-                Window::Session { .. } => e.ts <= wm,
-                _ => unreachable!("only TUMBLE and SESSION have an unambiguous lateness rule here"),
-            };
-            if is_late {
-                late += 1;
-            } else {
-                kept.push(e.clone());
-            }
-            max_ts = Some(max_ts.map_or(e.ts, |m| m.max(e.ts)));
-        }
-        if let Some(m) = max_ts {
-            wm = wm.max(m - delay);
-        }
-        rest = &rest[n..];
-        i += 1;
-    }
-    (kept, late)
+/// Windows for the lateness tests: every sliced kind, including HOP with a size that is
+/// not a multiple of the slide and smaller than the slide, with lengths comparable to the
+/// disorder of `late_case` so that events fall behind some or all of their windows.
+fn late_window() -> BoxedStrategy<Window> {
+    prop_oneof![
+        2 => (1i64..=30).prop_map(|s| Window::Tumble { size: s * 100 }),
+        2 => (1i64..=30).prop_map(|g| Window::Session { gap: g * 100 }),
+        // HOP, size a multiple of the slide.
+        2 => (1i64..=20, 1i64..=8).prop_map(|(slide, m)| Window::Hop { size: slide * m * 100, slide: slide * 100 }),
+        // HOP, any size and slide in multiples of 100 ms (size < slide included).
+        2 => (1i64..=60, 1i64..=30).prop_map(|(size, slide)| Window::Hop { size: size * 100, slide: slide * 100 }),
+        // HOP, size smaller than the slide: gaps between windows.
+        1 => (1i64..=20, 1i64..=20).prop_map(|(size, extra)| Window::Hop { size: size * 100, slide: (size + extra) * 100 }),
+        // HOP, odd lengths.
+        1 => (1i64..4000, 1i64..2000).prop_map(|(size, slide)| Window::Hop { size, slide }),
+        2 => (1i64..=20, 1i64..=8).prop_map(|(step, k)| Window::Cumulate { step: step * 100, max_size: step * 100 * k }),
+        1 => (1i64..500, 1i64..=8).prop_map(|(step, k)| Window::Cumulate { step, max_size: step * k }),
+    ]
+    .boxed()
 }
 
 fn late_case() -> impl Strategy<Value = Case> {
@@ -706,13 +701,12 @@ fn late_case() -> impl Strategy<Value = Case> {
             any::<bool>(),
             prop::collection::vec(agg(), 1..=4),
         ),
-        prop_oneof![
-            (1i64..=30).prop_map(|s| Window::Tumble { size: s * 100 }),
-            (1i64..=30).prop_map(|g| Window::Session { gap: g * 100 }),
-        ],
+        late_window(),
         prop_oneof![Just(0i64), 1i64..2000],
-        // Disorder up to this many times the delay (plus a fixed amount).
+        // Disorder up to this many times the delay, plus a fixed amount.
         1i64..4,
+        prop_oneof![Just(500i64), 0i64..10_000],
+        prop_oneof![Just(1_700_000_000_000i64), -100_000i64..100_000],
         prop::collection::vec(raw_event(), 0..300),
         prop::collection::vec(1usize..=50, 1..20),
         1usize..=4,
@@ -723,6 +717,8 @@ fn late_case() -> impl Strategy<Value = Case> {
                 window,
                 delay_ms,
                 factor,
+                extra_lag,
+                base,
                 raw,
                 batch_sizes,
                 parallelism,
@@ -731,8 +727,8 @@ fn late_case() -> impl Strategy<Value = Case> {
                     &raw,
                     n_keys,
                     two_keys,
-                    1_700_000_000_000,
-                    delay_ms * factor + 500,
+                    base,
+                    delay_ms * factor + extra_lag,
                     false,
                 );
                 Case {
@@ -750,28 +746,91 @@ fn late_case() -> impl Strategy<Value = Case> {
         )
 }
 
+/// The oracle's verdict on a lateness case (one source subtask).
+fn late_oracle(case: &Case) -> oracle::LateOutcome {
+    oracle::evaluate_with_watermarks(
+        &chunks(&case.events, &case.batch_sizes),
+        &case.query.window,
+        &case.query.aggs,
+        case.delay_ms,
+    )
+}
+
 proptest! {
     #![proptest_config(config(32))]
 
     /// With disorder beyond the watermark delay, exactly the late events are dropped and
-    /// counted, and the rest is aggregated exactly (one source subtask, `parallelism`
-    /// window subtasks).
+    /// counted, events behind only some of their windows count in the others, and the
+    /// rest is aggregated exactly (one source subtask, `parallelism` window subtasks).
     #[test]
     fn late_events_are_dropped_exactly(case in late_case()) {
         let Case { query, events, batch_sizes, delay_ms, parallelism } = &case;
-        let (kept, late) = split_late(&query.window, events, batch_sizes, *delay_ms);
-        let expected = oracle::evaluate(&kept, &query.window, &query.aggs);
+        let expected = late_oracle(&case);
         let batches = cut(query, events, batch_sizes);
         let got = run_engine(query, batches, 1, *parallelism, *delay_ms, true);
-        if let Err(diff) = oracle::compare(&expected, &got.rows, 1e-9) {
-            prop_assert!(false, "engine and oracle disagree ({} late of {}): {}", late, events.len(), diff);
+        if let Err(diff) = oracle::compare(&expected.rows, &got.rows, 1e-9) {
+            prop_assert!(
+                false,
+                "engine and oracle disagree ({} late, {} partially late, {} in no window, of {}): {}",
+                expected.late, expected.partially_late, expected.in_no_window, events.len(), diff
+            );
         }
-        prop_assert_eq!(got.late_events, late, "late event count");
+        prop_assert_eq!(got.late_events, expected.late, "late event count");
         prop_assert!(got.problems.is_empty(), "firing-time problems: {:?}", got.problems);
         for (i, &(keys, slices)) in got.leftovers.iter().enumerate() {
             prop_assert!(keys == 0 && slices == 0, "subtask {} kept {} keys and {} slices after the end", i, keys, slices);
         }
     }
+}
+
+/// `late_case` really produces, for every sliced window kind, cases with events behind
+/// all of their windows (late) and events behind only some of them (partially late), and
+/// HOP gaps; checked on the oracle alone, without running the engine.
+#[test]
+fn late_case_generates_both_kinds_of_lateness() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let strategy = late_case();
+    // Per kind: cases, cases with late events, cases with partially late events.
+    let mut seen: std::collections::BTreeMap<&str, [u32; 3]> = Default::default();
+    let mut gaps = 0;
+    for _ in 0..600 {
+        let case = strategy.new_tree(&mut runner).expect("case").current();
+        let kind = match case.query.window {
+            Window::Tumble { .. } => "tumble",
+            Window::Hop { size, slide } if size % slide == 0 => "hop (size multiple of slide)",
+            Window::Hop { size, slide } if size < slide => "hop (size < slide)",
+            Window::Hop { .. } => "hop (other)",
+            Window::Cumulate { .. } => "cumulate",
+            Window::Session { .. } => "session",
+        };
+        let out = late_oracle(&case);
+        let c = seen.entry(kind).or_default();
+        c[0] += 1;
+        c[1] += u32::from(out.late > 0);
+        c[2] += u32::from(out.partially_late > 0);
+        gaps += u32::from(out.in_no_window > 0);
+    }
+    // `cargo test late_case_generates -- --nocapture` shows the coverage.
+    eprintln!("[cases, with late, with partially late] per kind: {seen:?}; {gaps} with HOP gaps");
+    for (kind, [cases, late, partial]) in &seen {
+        assert!(
+            *late * 4 >= *cases,
+            "{kind}: {late} of {cases} cases with late events"
+        );
+        // A tumble or session event has one window: it cannot be partially late.
+        // Nor can a HOP event when size < slide.
+        if !matches!(*kind, "tumble" | "session" | "hop (size < slide)") {
+            assert!(
+                *partial * 4 >= *cases,
+                "{kind}: {partial} of {cases} cases with partially late events"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(gaps >= 10, "only {gaps} cases with events in HOP gaps");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -893,6 +952,84 @@ fn hop_event_behind_every_fired_window_is_late() {
             row(4000, 6000, "a", 2, 10),
         ]
     );
+}
+
+/// HOP slide 2 s, size 10 s, delay 0, one event per batch: a@10000, a@13000, a@11000.
+/// When a@11000 arrives the watermark is 13000, so of its windows only [2000, 12000) has
+/// fired (11999 <= 13000): the event is not late, and counts in [4000, 14000),
+/// [6000, 16000), [8000, 18000) and [10000, 20000) but not in [2000, 12000).
+#[test]
+fn hop_event_behind_some_fired_windows_counts_in_the_open_ones() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Hop {
+            size: 10_000,
+            slide: 2_000,
+        },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let events = [ev("a", 10_000, 1), ev("a", 13_000, 2), ev("a", 11_000, 4)];
+    let expected = vec![
+        // Fired at watermark 13000, before a@11000 arrived.
+        row(2_000, 12_000, "a", 1, 1),
+        row(4_000, 14_000, "a", 3, 7),
+        row(6_000, 16_000, "a", 3, 7),
+        row(8_000, 18_000, "a", 3, 7),
+        row(10_000, 20_000, "a", 3, 7),
+        row(12_000, 22_000, "a", 1, 2),
+    ];
+    let batches: Vec<&[Event]> = events.chunks(1).collect();
+    let model = oracle::evaluate_with_watermarks(&batches, &query.window, &query.aggs, 0);
+    assert_eq!((model.late, model.partially_late), (0, 1));
+    assert_eq!(model.rows, expected, "oracle");
+    let got = run_engine(
+        &query,
+        batches.iter().map(|b| query.batch(b)).collect(),
+        1,
+        1,
+        0,
+        false,
+    );
+    assert_eq!(got.late_events, 0);
+    assert_eq!(got.rows, expected, "engine");
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    assert_eq!(got.leftovers, vec![(0, 0)]);
+}
+
+/// Minimal counterexample found by `late_events_are_dropped_exactly`: HOP slide 1 s,
+/// size 2 s, delay 0. After a@1500 the watermark is 1500, so [-1000, 1000) has fired
+/// (it was empty, so nothing was emitted). a@500 then arrives behind that window but
+/// not behind [0, 2000): it is not late, and must count in [0, 2000) only. The engine
+/// also emits [-1000, 1000) with a@500 in it: it only remembers which windows fired
+/// when they had data (`fired_end` advances only while slices are live), so a window
+/// the watermark passed while the subtask held no data for it still fires later.
+#[test]
+fn hop_event_behind_an_empty_fired_window_does_not_reopen_it() {
+    let query = Query {
+        two_keys: false,
+        window: Window::Hop {
+            size: 2000,
+            slide: 1000,
+        },
+        aggs: COUNT_SUM.to_vec(),
+    };
+    let events = [ev("a", 1500, 1), ev("a", 500, 2)];
+    let expected = vec![row(0, 2000, "a", 2, 3), row(1000, 3000, "a", 1, 1)];
+    let batches: Vec<&[Event]> = events.chunks(1).collect();
+    let model = oracle::evaluate_with_watermarks(&batches, &query.window, &query.aggs, 0);
+    assert_eq!((model.late, model.partially_late), (0, 1));
+    assert_eq!(model.rows, expected, "oracle");
+    let got = run_engine(
+        &query,
+        batches.iter().map(|b| query.batch(b)).collect(),
+        1,
+        1,
+        0,
+        false,
+    );
+    assert_eq!(got.late_events, 0);
+    assert_eq!(got.rows, expected, "engine");
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
 }
 
 fn input_for(query: &Query) -> (WindowInput, Arc<JobMetrics>) {

@@ -1,11 +1,12 @@
 //! Hand-computed checks of the reference implementation itself, so that a disagreement
 //! between engine and oracle can be blamed on the right side.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod common;
 
 use common::oracle::{
     Agg, AggFn, AggValue, ArgType, Event, KeyValue, ResultRow, Window, aggregate, compare,
-    evaluate, floor_div, windows_of,
+    evaluate, evaluate_with_watermarks, floor_div, windows_of,
 };
 
 fn key(s: &str) -> Vec<KeyValue> {
@@ -267,4 +268,119 @@ fn compare_detects_differences() {
     let mut moved = a.clone();
     moved[0].window_end = 11;
     assert!(compare(&a, &moved, 1e-9).is_err());
+}
+
+/// `evaluate_with_watermarks` with one event per batch: `(late, partially late, in no
+/// window)` and the rows.
+fn replay(w: Window, events: &[Event], delay: i64) -> ((u64, u64, u64), Vec<ResultRow>) {
+    let batches: Vec<&[Event]> = events.chunks(1).collect();
+    let out = evaluate_with_watermarks(&batches, &w, &[COUNT_STAR, SUM], delay);
+    ((out.late, out.partially_late, out.in_no_window), out.rows)
+}
+
+#[test]
+fn lateness_hop() {
+    use AggValue::Int;
+    let w = Window::Hop {
+        size: 10_000,
+        slide: 2_000,
+    };
+    // Watermark 13000 when a@11000 arrives: only [2000, 12000) of its windows has fired.
+    let events = [
+        ev("a", 10_000, Some(1)),
+        ev("a", 13_000, Some(2)),
+        ev("a", 11_000, Some(4)),
+    ];
+    let r = |s, e, c, v| row(s, e, "a", vec![Int(c), Int(v)]);
+    assert_eq!(
+        replay(w, &events, 0),
+        (
+            (0, 1, 0),
+            vec![
+                r(2_000, 12_000, 1, 1),
+                r(4_000, 14_000, 3, 7),
+                r(6_000, 16_000, 3, 7),
+                r(8_000, 18_000, 3, 7),
+                r(10_000, 20_000, 3, 7),
+                r(12_000, 22_000, 1, 2),
+            ]
+        )
+    );
+    // With a delay of 1500 the watermark is 11500: nothing containing 11000 has fired.
+    let (counts, rows) = replay(w, &events, 1500);
+    assert_eq!(counts, (0, 0, 0));
+    assert_eq!(rows[0], r(2_000, 12_000, 2, 5));
+    // Behind every window: the last one containing 9999 is [8000, 18000), fired at 17999.
+    let events = [ev("a", 17_999, Some(1)), ev("a", 9_999, Some(2))];
+    assert_eq!(replay(w, &events, 0).0, (1, 0, 0));
+    let events = [ev("a", 17_998, Some(1)), ev("a", 9_999, Some(2))];
+    assert_eq!(replay(w, &events, 0).0, (0, 1, 0));
+    // [2000, 12000), the first window containing 10000, fires at watermark 11999.
+    let events = [ev("a", 11_999, Some(1)), ev("a", 10_000, Some(2))];
+    assert_eq!(replay(w, &events, 0).0, (0, 1, 0));
+    let events = [ev("a", 11_998, Some(1)), ev("a", 10_000, Some(2))];
+    assert_eq!(replay(w, &events, 0).0, (0, 0, 0));
+    // Size < slide: events in a gap are in no window, never late.
+    let w = Window::Hop {
+        size: 100,
+        slide: 300,
+    };
+    let events = [
+        ev("a", 1_210, Some(1)),
+        ev("a", 150, Some(2)),   // gap, behind the watermark
+        ev("a", 1_150, Some(4)), // gap, near the watermark
+        ev("a", 50, Some(8)),    // late: [0, 100) fired
+        ev("a", 1_250, Some(16)),
+    ];
+    assert_eq!(
+        replay(w, &events, 0),
+        (
+            (1, 0, 2),
+            vec![row(1_200, 1_300, "a", vec![Int(2), Int(17)])]
+        )
+    );
+}
+
+#[test]
+fn lateness_cumulate_and_session() {
+    use AggValue::Int;
+    let w = Window::Cumulate {
+        step: 1_000,
+        max_size: 3_000,
+    };
+    // Watermark 1500: [0, 1000) has fired, [0, 2000) and [0, 3000) are open.
+    let events = [
+        ev("a", 1_500, Some(1)),
+        ev("a", 500, Some(2)),
+        ev("b", 999, Some(4)),
+    ];
+    assert_eq!(
+        replay(w, &events, 0),
+        (
+            (0, 2, 0),
+            vec![
+                row(0, 2_000, "a", vec![Int(2), Int(3)]),
+                row(0, 2_000, "b", vec![Int(1), Int(4)]),
+                row(0, 3_000, "a", vec![Int(2), Int(3)]),
+                row(0, 3_000, "b", vec![Int(1), Int(4)]),
+            ]
+        )
+    );
+    // Watermark 2999: the whole period [0, 3000) has fired.
+    let events = [ev("a", 2_999, Some(1)), ev("a", 0, Some(2))];
+    assert_eq!(replay(w, &events, 0).0, (1, 0, 0));
+    // Session: late iff at or behind the watermark.
+    let w = Window::Session { gap: 1_000 };
+    let events = [
+        ev("a", 5_000, Some(1)),
+        ev("a", 5_000, Some(2)),
+        ev("a", 5_001, Some(4)),
+    ];
+    assert_eq!(
+        replay(w, &events, 0),
+        (
+            (1, 0, 0),
+            vec![row(5_000, 6_001, "a", vec![Int(2), Int(5)])]
+        )
+    );
 }
