@@ -231,8 +231,10 @@ impl JobBuilder {
                 }
             };
             spec.validate()?;
-            agg_names
-                .push(format!("{kind:?}_{}", c.as_deref().unwrap_or("star")).to_ascii_lowercase());
+            agg_names.push(match c {
+                None => "count".to_string(),
+                Some(c) => format!("{kind:?}_{c}").to_ascii_lowercase(),
+            });
             aggs.push(spec);
         }
         let input = WindowInput {
