@@ -288,6 +288,13 @@ impl ScalarUDFImpl for ToTimestampLtz {
         };
         let arr = first.clone().into_array(args.number_rows)?;
         let ints = cast(&arr, &DataType::Int64)?;
+        if scale == 1 {
+            // Epoch milliseconds already: reinterpret, no per-row work.
+            return Ok(ColumnarValue::Array(cast(
+                &ints,
+                &DataType::Timestamp(TimeUnit::Millisecond, None),
+            )?));
+        }
         let ints = ints
             .as_any()
             .downcast_ref::<Int64Array>()

@@ -12,7 +12,8 @@ use tidewater_core::Result;
 #[derive(Debug)]
 pub struct KeyTable {
     converter: RowConverter,
-    ids: HashMap<Box<[u8]>, u32>,
+    // aHash: the key map is probed once per event; SipHash costs twice as much.
+    ids: HashMap<Box<[u8]>, u32, ahash::RandomState>,
     rows: Vec<Box<[u8]>>,
     free: Vec<u32>,
 }
@@ -26,7 +27,7 @@ impl KeyTable {
             .collect();
         Ok(Self {
             converter: RowConverter::new(sort)?,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             rows: Vec::new(),
             free: Vec::new(),
         })

@@ -54,6 +54,8 @@ pub struct SlicedWindowOperator {
     /// Number of key partials per slice index.
     slice_counts: BTreeMap<i64, usize>,
     invertible: bool,
+    /// Freed slice partials, reused for new ones (saves an allocation per key and slice).
+    spare: Vec<Box<[Acc]>>,
     watermark: Watermark,
     /// Every window ending at or before this has fired.
     fired_end: i64,
@@ -79,6 +81,7 @@ impl SlicedWindowOperator {
             live: Vec::new(),
             slice_counts: BTreeMap::new(),
             invertible,
+            spare: Vec::new(),
             watermark: Watermark::MIN,
             fired_end: i64::MIN,
         })
@@ -116,106 +119,107 @@ impl SlicedWindowOperator {
             if end.saturating_sub(1) > wm.0 {
                 break;
             }
-            self.free_before(floor_div(self.spec.start_of(end), self.width));
             self.fire_window(end, out)?;
             self.fired_end = end;
-            let next_start = self.spec.start_of(end.saturating_add(step));
-            self.free_before(floor_div(next_start, self.width));
         }
         Ok(())
     }
 
+    /// Emits the window ending at `end` and frees what the next window does not need,
+    /// in one pass over the live keys.
     fn fire_window(&mut self, end: i64, out: &mut Output) -> Result<()> {
         let start = self.spec.start_of(end);
+        let lo = floor_div(start, self.width);
         let hi = floor_div(end, self.width) - 1;
+        let next_lo = floor_div(
+            self.spec.start_of(end.saturating_add(self.spec.end_step())),
+            self.width,
+        );
+        self.slice_counts = self.slice_counts.split_off(&next_lo);
         let aggs = &self.input.aggs;
         let mut cols: Vec<OutColumn> = aggs.iter().map(OutColumn::for_spec).collect();
         let mut ids = Vec::new();
-        for &id in &self.live {
-            let st = &mut self.states[id as usize];
-            // Partials before the window were freed: the key is in the window iff its
-            // first partial is not after it.
-            if st.slices.front().is_none_or(|(s, _)| *s > hi) {
-                continue;
-            }
-            if !st.run_valid {
-                for (acc, spec) in st.run.iter_mut().zip(aggs) {
-                    *acc = spec.empty();
-                }
-                st.run_hi = i64::MIN;
-                st.run_valid = true;
-            }
-            // Only partials after `run_hi` are new; they sit at the back of the deque.
-            for (s, part) in st.slices.iter().rev() {
-                if *s <= st.run_hi {
-                    break;
-                }
-                if *s <= hi {
-                    for ((acc, p), spec) in st.run.iter_mut().zip(part.iter()).zip(aggs) {
-                        acc.merge(spec.kind, p);
-                    }
-                }
-            }
-            st.run_hi = hi;
-            for ((col, acc), spec) in cols.iter_mut().zip(st.run.iter()).zip(aggs) {
-                col.append(spec.kind, acc);
-            }
-            ids.push(id);
-        }
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let n = ids.len();
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(TimestampMillisecondArray::from(vec![start; n])),
-            Arc::new(TimestampMillisecondArray::from(vec![end; n])),
-        ];
-        columns.extend(self.keys.columns(&ids)?);
-        for (col, spec) in cols.iter_mut().zip(aggs) {
-            columns.push(col.finish(spec)?);
-        }
-        out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
-        Ok(())
-    }
-
-    /// Drops every partial of slices `< bound` (retracting it from the key's running
-    /// result), and keys left without any.
-    fn free_before(&mut self, bound: i64) {
-        if self
-            .slice_counts
-            .first_key_value()
-            .is_none_or(|(s, _)| *s >= bound)
-        {
-            return;
-        }
-        self.slice_counts = self.slice_counts.split_off(&bound);
+        let mut emptied = Vec::new();
         let mut i = 0;
         while i < self.live.len() {
             let id = self.live[i];
             let st = &mut self.states[id as usize];
-            while let Some((s, part)) = st.slices.pop_front_if(|(s, _)| *s < bound) {
-                if s <= st.run_hi && st.run_valid {
-                    if self.invertible {
-                        for (acc, p) in st.run.iter_mut().zip(part.iter()) {
-                            acc.retract(p);
+            pop_before(st, lo, self.invertible, &mut self.spare);
+            // Partials before the window are gone: the key is in the window iff its
+            // first partial is not after it.
+            if st.slices.front().is_some_and(|(s, _)| *s <= hi) {
+                if !st.run_valid {
+                    for (acc, spec) in st.run.iter_mut().zip(aggs) {
+                        *acc = spec.empty();
+                    }
+                    st.run_hi = i64::MIN;
+                    st.run_valid = true;
+                }
+                // Only partials after `run_hi` are new; they sit at the back of the deque.
+                for (s, part) in st.slices.iter().rev() {
+                    if *s <= st.run_hi {
+                        break;
+                    }
+                    if *s <= hi {
+                        for ((acc, p), spec) in st.run.iter_mut().zip(part.iter()).zip(aggs) {
+                            acc.merge(spec.kind, p);
                         }
-                    } else {
-                        st.run_valid = false;
                     }
                 }
+                st.run_hi = hi;
+                for ((col, acc), spec) in cols.iter_mut().zip(st.run.iter()).zip(aggs) {
+                    col.append(spec.kind, acc);
+                }
+                ids.push(id);
             }
-            if st.slices.front().is_none_or(|(s, _)| *s > st.run_hi) {
-                // Nothing merged is left: the running result is empty again.
-                st.run_valid = false;
-            }
+            pop_before(st, next_lo, self.invertible, &mut self.spare);
             if st.slices.is_empty() {
                 st.live = false;
-                self.keys.release(id);
+                emptied.push(id);
                 self.live.swap_remove(i);
             } else {
                 i += 1;
             }
         }
+        if !ids.is_empty() {
+            let n = ids.len();
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(TimestampMillisecondArray::from(vec![start; n])),
+                Arc::new(TimestampMillisecondArray::from(vec![end; n])),
+            ];
+            columns.extend(self.keys.columns(&ids)?);
+            for (col, spec) in cols.iter_mut().zip(aggs) {
+                columns.push(col.finish(spec)?);
+            }
+            out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        // Released only now: the key columns above still needed their rows.
+        for id in emptied {
+            self.keys.release(id);
+        }
+        Ok(())
+    }
+}
+
+/// Drops a key's partials of slices `< bound`, retracting them from its running result
+/// (or marking it for a re-merge when the aggregates cannot retract). Freed partials go
+/// to `spare` for reuse.
+fn pop_before(st: &mut KeyState, bound: i64, invertible: bool, spare: &mut Vec<Box<[Acc]>>) {
+    while let Some((s, part)) = st.slices.pop_front_if(|(s, _)| *s < bound) {
+        if s <= st.run_hi && st.run_valid {
+            if invertible {
+                for (acc, p) in st.run.iter_mut().zip(part.iter()) {
+                    acc.retract(p);
+                }
+            } else {
+                st.run_valid = false;
+            }
+        }
+        spare.push(part);
+    }
+    if st.slices.front().is_none_or(|(s, _)| *s > st.run_hi) {
+        // Nothing merged is left: the running result is empty again.
+        st.run_valid = false;
     }
 }
 
@@ -276,7 +280,15 @@ impl Operator for SlicedWindowOperator {
                 Some(p) if st.slices[p].0 == s => p,
                 _ => {
                     let at = pos.map_or(0, |p| p + 1);
-                    let empty: Box<[Acc]> = self.input.aggs.iter().map(AggSpec::empty).collect();
+                    let empty = match self.spare.pop() {
+                        Some(mut b) => {
+                            for (acc, spec) in b.iter_mut().zip(&self.input.aggs) {
+                                *acc = spec.empty();
+                            }
+                            b
+                        }
+                        None => self.input.aggs.iter().map(AggSpec::empty).collect(),
+                    };
                     st.slices.insert(at, (s, empty));
                     *self.slice_counts.entry(s).or_default() += 1;
                     at
