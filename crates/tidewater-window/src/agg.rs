@@ -113,8 +113,8 @@ impl AggSpec {
             (AggKind::Min | AggKind::Max, Class::Int) => Acc::ExtI(None),
             (AggKind::Min | AggKind::Max, Class::Float) => Acc::ExtF(None),
             (AggKind::Min | AggKind::Max, Class::Str) => Acc::ExtS(None),
-            (AggKind::CountDistinct, Class::Str) => Acc::DistinctS(HashMap::new()),
-            (AggKind::CountDistinct, _) => Acc::DistinctI(HashMap::new()),
+            (AggKind::CountDistinct, Class::Str) => Acc::DistinctS(Box::default()),
+            (AggKind::CountDistinct, _) => Acc::DistinctI(Box::default()),
         }
     }
 
@@ -162,6 +162,7 @@ pub(crate) enum ArgView {
 /// One partial aggregate. `Ext*` hold the running minimum or maximum (the operator knows
 /// which from the [`AggKind`]); `Distinct*` count occurrences so partials merge exactly.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::box_collection)] // boxed maps keep the enum small; see DistinctI
 pub(crate) enum Acc {
     Count(i64),
     SumI { sum: i64, n: i64 },
@@ -169,8 +170,9 @@ pub(crate) enum Acc {
     ExtI(Option<i64>),
     ExtF(Option<f64>),
     ExtS(Option<Box<str>>),
-    DistinctI(HashMap<i64, u32>),
-    DistinctS(HashMap<Box<str>, u32>),
+    // Boxed so that the common partials stay 24 bytes.
+    DistinctI(Box<HashMap<i64, u32>>),
+    DistinctS(Box<HashMap<Box<str>, u32>>),
 }
 
 fn better<T: PartialOrd + ?Sized>(kind: AggKind, new: &T, old: &T) -> bool {
@@ -251,7 +253,7 @@ impl Acc {
                 *n -= n2;
             }
             (Acc::DistinctI(a), Acc::DistinctI(b)) => {
-                for (k, c) in b {
+                for (k, c) in b.iter() {
                     if let Some(x) = a.get_mut(k) {
                         *x -= c;
                         if *x == 0 {
@@ -261,7 +263,7 @@ impl Acc {
                 }
             }
             (Acc::DistinctS(a), Acc::DistinctS(b)) => {
-                for (k, c) in b {
+                for (k, c) in b.iter() {
                     if let Some(x) = a.get_mut(k) {
                         *x -= c;
                         if *x == 0 {
@@ -298,12 +300,12 @@ impl Acc {
                 *a = Some(b.clone());
             }
             (Acc::DistinctI(a), Acc::DistinctI(b)) => {
-                for (k, c) in b {
+                for (k, c) in b.iter() {
                     *a.entry(*k).or_insert(0) += c;
                 }
             }
             (Acc::DistinctS(a), Acc::DistinctS(b)) => {
-                for (k, c) in b {
+                for (k, c) in b.iter() {
                     *a.entry(k.clone()).or_insert(0) += c;
                 }
             }
@@ -369,4 +371,27 @@ impl OutColumn {
             cast(&arr, &want)?
         })
     }
+}
+
+/// A result batch `[window_start, window_end, keys.., aggregates..]`.
+pub(crate) fn result_batch(
+    schema: &arrow::datatypes::SchemaRef,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    keys: Vec<ArrayRef>,
+    cols: &mut [OutColumn],
+    aggs: &[AggSpec],
+) -> Result<arrow::record_batch::RecordBatch> {
+    let mut columns: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(arrow::array::TimestampMillisecondArray::from(starts)),
+        std::sync::Arc::new(arrow::array::TimestampMillisecondArray::from(ends)),
+    ];
+    columns.extend(keys);
+    for (col, spec) in cols.iter_mut().zip(aggs) {
+        columns.push(col.finish(spec)?);
+    }
+    Ok(arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        columns,
+    )?)
 }

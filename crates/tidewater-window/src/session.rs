@@ -8,14 +8,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result, Watermark};
 use tidewater_runtime::{Operator, Output};
 
-use crate::agg::{Acc, AggSpec, ArgView, OutColumn};
+use crate::agg::{Acc, AggSpec, ArgView, OutColumn, result_batch};
 use crate::keys::KeyTable;
 use crate::{WindowInput, WindowSpec};
 
@@ -135,15 +135,15 @@ impl SessionWindowOperator {
             }
         }
         if !ids.is_empty() {
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(TimestampMillisecondArray::from(starts)),
-                Arc::new(TimestampMillisecondArray::from(ends)),
-            ];
-            columns.extend(self.keys.columns(&ids)?);
-            for (col, spec) in cols.iter_mut().zip(aggs) {
-                columns.push(col.finish(spec)?);
-            }
-            out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+            let keys = self.keys.columns(&ids)?;
+            out.emit(result_batch(
+                &self.schema,
+                starts,
+                ends,
+                keys,
+                &mut cols,
+                aggs,
+            )?);
         }
         for id in emptied {
             self.keys.release(id);

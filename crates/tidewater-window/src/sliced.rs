@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
@@ -18,7 +18,7 @@ use tidewater_core::time::floor_div;
 use tidewater_core::{Error, Result, Watermark};
 use tidewater_runtime::{Operator, Output};
 
-use crate::agg::{Acc, AggSpec, ArgView, OutColumn};
+use crate::agg::{Acc, AggSpec, ArgView, OutColumn, result_batch};
 use crate::keys::KeyTable;
 use crate::{WindowInput, WindowSpec};
 
@@ -183,15 +183,15 @@ impl SlicedWindowOperator {
         }
         if !ids.is_empty() {
             let n = ids.len();
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(TimestampMillisecondArray::from(vec![start; n])),
-                Arc::new(TimestampMillisecondArray::from(vec![end; n])),
-            ];
-            columns.extend(self.keys.columns(&ids)?);
-            for (col, spec) in cols.iter_mut().zip(aggs) {
-                columns.push(col.finish(spec)?);
-            }
-            out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+            let keys = self.keys.columns(&ids)?;
+            out.emit(result_batch(
+                &self.schema,
+                vec![start; n],
+                vec![end; n],
+                keys,
+                &mut cols,
+                aggs,
+            )?);
         }
         // Released only now: the key columns above still needed their rows.
         for id in emptied {
