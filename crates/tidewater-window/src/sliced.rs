@@ -26,9 +26,10 @@ use crate::{WindowInput, WindowSpec};
 /// accumulator.
 #[derive(Debug, Default)]
 struct KeyState {
-    slices: VecDeque<(i64, Box<[Acc]>)>,
-    /// The merge of every partial in `slices` with index `<= run_hi` (when `run_valid`).
-    run: Box<[Acc]>,
+    /// (slice index, arena slot of its partials).
+    slices: VecDeque<(i64, u32)>,
+    /// The running result (in `runs`) is the merge of every partial in `slices` with
+    /// index `<= run_hi` (when `run_valid`).
     run_hi: i64,
     run_valid: bool,
     live: bool,
@@ -54,8 +55,11 @@ pub struct SlicedWindowOperator {
     /// Number of key partials per slice index.
     slice_counts: BTreeMap<i64, usize>,
     invertible: bool,
-    /// Freed slice partials, reused for new ones (saves an allocation per key and slice).
-    spare: Vec<Box<[Acc]>>,
+    /// Slice partials of all keys, allocated in arrival order: the partials a window
+    /// merges lie close together.
+    arena: Arena,
+    /// Running results, `aggs.len()` per key id.
+    runs: Vec<Acc>,
     watermark: Watermark,
     /// Every window ending at or before this has fired.
     fired_end: i64,
@@ -81,7 +85,8 @@ impl SlicedWindowOperator {
             live: Vec::new(),
             slice_counts: BTreeMap::new(),
             invertible,
-            spare: Vec::new(),
+            arena: Arena::default(),
+            runs: Vec::new(),
             watermark: Watermark::MIN,
             fired_end: i64::MIN,
         })
@@ -144,35 +149,38 @@ impl SlicedWindowOperator {
         while i < self.live.len() {
             let id = self.live[i];
             let st = &mut self.states[id as usize];
-            pop_before(st, lo, self.invertible, &mut self.spare);
+            let n = aggs.len();
+            let run = &mut self.runs[id as usize * n..(id as usize + 1) * n];
+            pop_before(st, run, lo, self.invertible, &mut self.arena);
             // Partials before the window are gone: the key is in the window iff its
             // first partial is not after it.
             if st.slices.front().is_some_and(|(s, _)| *s <= hi) {
                 if !st.run_valid {
-                    for (acc, spec) in st.run.iter_mut().zip(aggs) {
+                    for (acc, spec) in run.iter_mut().zip(aggs) {
                         *acc = spec.empty();
                     }
                     st.run_hi = i64::MIN;
                     st.run_valid = true;
                 }
                 // Only partials after `run_hi` are new; they sit at the back of the deque.
-                for (s, part) in st.slices.iter().rev() {
+                for (s, slot) in st.slices.iter().rev() {
                     if *s <= st.run_hi {
                         break;
                     }
                     if *s <= hi {
-                        for ((acc, p), spec) in st.run.iter_mut().zip(part.iter()).zip(aggs) {
+                        let part = self.arena.get(*slot, n);
+                        for ((acc, p), spec) in run.iter_mut().zip(part).zip(aggs) {
                             acc.merge(spec.kind, p);
                         }
                     }
                 }
                 st.run_hi = hi;
-                for ((col, acc), spec) in cols.iter_mut().zip(st.run.iter()).zip(aggs) {
+                for ((col, acc), spec) in cols.iter_mut().zip(run.iter()).zip(aggs) {
                     col.append(spec.kind, acc);
                 }
                 ids.push(id);
             }
-            pop_before(st, next_lo, self.invertible, &mut self.spare);
+            pop_before(st, run, next_lo, self.invertible, &mut self.arena);
             if st.slices.is_empty() {
                 st.live = false;
                 emptied.push(id);
@@ -202,24 +210,60 @@ impl SlicedWindowOperator {
 }
 
 /// Drops a key's partials of slices `< bound`, retracting them from its running result
-/// (or marking it for a re-merge when the aggregates cannot retract). Freed partials go
-/// to `spare` for reuse.
-fn pop_before(st: &mut KeyState, bound: i64, invertible: bool, spare: &mut Vec<Box<[Acc]>>) {
-    while let Some((s, part)) = st.slices.pop_front_if(|(s, _)| *s < bound) {
+/// `run` (or marking it for a re-merge when the aggregates cannot retract), and returns
+/// their slots to the arena.
+fn pop_before(st: &mut KeyState, run: &mut [Acc], bound: i64, invertible: bool, arena: &mut Arena) {
+    let n = run.len();
+    while let Some((s, slot)) = st.slices.pop_front_if(|(s, _)| *s < bound) {
         if s <= st.run_hi && st.run_valid {
             if invertible {
-                for (acc, p) in st.run.iter_mut().zip(part.iter()) {
+                for (acc, p) in run.iter_mut().zip(arena.get(slot, n)) {
                     acc.retract(p);
                 }
             } else {
                 st.run_valid = false;
             }
         }
-        spare.push(part);
+        arena.release(slot);
     }
     if st.slices.front().is_none_or(|(s, _)| *s > st.run_hi) {
         // Nothing merged is left: the running result is empty again.
         st.run_valid = false;
+    }
+}
+
+/// Fixed-width groups of partials (`aggs.len()` each) with a free list.
+#[derive(Debug, Default)]
+struct Arena {
+    accs: Vec<Acc>,
+    free: Vec<u32>,
+    slots: u32,
+}
+
+impl Arena {
+    /// A slot of empty partials.
+    fn alloc(&mut self, aggs: &[AggSpec]) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            for (acc, spec) in self.get_mut(slot, aggs.len()).iter_mut().zip(aggs) {
+                *acc = spec.empty();
+            }
+            return slot;
+        }
+        self.accs.extend(aggs.iter().map(AggSpec::empty));
+        self.slots += 1;
+        self.slots - 1
+    }
+
+    fn get(&self, slot: u32, n: usize) -> &[Acc] {
+        &self.accs[slot as usize * n..(slot as usize + 1) * n]
+    }
+
+    fn get_mut(&mut self, slot: u32, n: usize) -> &mut [Acc] {
+        &mut self.accs[slot as usize * n..(slot as usize + 1) * n]
+    }
+
+    fn release(&mut self, slot: u32) {
+        self.free.push(slot);
     }
 }
 
@@ -260,14 +304,18 @@ impl Operator for SlicedWindowOperator {
                 continue;
             }
             let id = self.keys.intern(KeyTable::key_of(&rows, row)) as usize;
+            let aggs = &self.input.aggs;
+            let n = aggs.len();
             if id >= self.states.len() {
                 self.states.resize_with(id + 1, KeyState::default);
+                while self.runs.len() < (id + 1) * n {
+                    self.runs.extend(aggs.iter().map(AggSpec::empty));
+                }
             }
             let st = &mut self.states[id];
             if !st.live {
                 *st = KeyState {
                     slices: VecDeque::new(),
-                    run: self.input.aggs.iter().map(AggSpec::empty).collect(),
                     run_hi: i64::MIN,
                     run_valid: false,
                     live: true,
@@ -280,28 +328,20 @@ impl Operator for SlicedWindowOperator {
                 Some(p) if st.slices[p].0 == s => p,
                 _ => {
                     let at = pos.map_or(0, |p| p + 1);
-                    let empty = match self.spare.pop() {
-                        Some(mut b) => {
-                            for (acc, spec) in b.iter_mut().zip(&self.input.aggs) {
-                                *acc = spec.empty();
-                            }
-                            b
-                        }
-                        None => self.input.aggs.iter().map(AggSpec::empty).collect(),
-                    };
-                    st.slices.insert(at, (s, empty));
+                    st.slices.insert(at, (s, self.arena.alloc(aggs)));
                     *self.slice_counts.entry(s).or_default() += 1;
                     at
                 }
             };
-            let accs = &mut st.slices[at].1;
-            for ((acc, spec), arg) in accs.iter_mut().zip(&self.input.aggs).zip(&args) {
+            let slot = st.slices[at].1;
+            for ((acc, spec), arg) in self.arena.get_mut(slot, n).iter_mut().zip(aggs).zip(&args) {
                 acc.update(spec.kind, arg, row);
             }
             // A slice that earlier results already merged (some of its windows fired,
             // later ones are open): keep the running result in step with it.
             if st.run_valid && s <= st.run_hi {
-                for ((acc, spec), arg) in st.run.iter_mut().zip(&self.input.aggs).zip(&args) {
+                let run = &mut self.runs[id * n..(id + 1) * n];
+                for ((acc, spec), arg) in run.iter_mut().zip(aggs).zip(&args) {
                     acc.update(spec.kind, arg, row);
                 }
             }
