@@ -28,11 +28,22 @@ use crate::{WindowInput, WindowSpec};
 struct KeyState {
     /// (slice index, arena slot of its partials).
     slices: VecDeque<(i64, u32)>,
+    /// First and last slice index in `slices` (`i64::MAX`/`MIN` when empty), kept here
+    /// so that a window can skip a key without touching its deque.
+    front: i64,
+    back: i64,
     /// The running result (in `runs`) is the merge of every partial in `slices` with
     /// index `<= run_hi` (when `run_valid`).
     run_hi: i64,
     run_valid: bool,
     live: bool,
+}
+
+impl KeyState {
+    fn sync_ends(&mut self) {
+        self.front = self.slices.front().map_or(i64::MAX, |(s, _)| *s);
+        self.back = self.slices.back().map_or(i64::MIN, |(s, _)| *s);
+    }
 }
 
 /// The sliced window operator (see the module docs).
@@ -154,7 +165,7 @@ impl SlicedWindowOperator {
             pop_before(st, run, lo, self.invertible, &mut self.arena);
             // Partials before the window are gone: the key is in the window iff its
             // first partial is not after it.
-            if st.slices.front().is_some_and(|(s, _)| *s <= hi) {
+            if st.front <= hi {
                 if !st.run_valid {
                     for (acc, spec) in run.iter_mut().zip(aggs) {
                         *acc = spec.empty();
@@ -163,7 +174,8 @@ impl SlicedWindowOperator {
                     st.run_valid = true;
                 }
                 // Only partials after `run_hi` are new; they sit at the back of the deque.
-                for (s, slot) in st.slices.iter().rev() {
+                let news = if st.back > st.run_hi { st.slices.len() } else { 0 };
+                for (s, slot) in st.slices.iter().rev().take(news) {
                     if *s <= st.run_hi {
                         break;
                     }
@@ -214,6 +226,9 @@ impl SlicedWindowOperator {
 /// their slots to the arena.
 fn pop_before(st: &mut KeyState, run: &mut [Acc], bound: i64, invertible: bool, arena: &mut Arena) {
     let n = run.len();
+    if st.front >= bound {
+        return;
+    }
     while let Some((s, slot)) = st.slices.pop_front_if(|(s, _)| *s < bound) {
         if s <= st.run_hi && st.run_valid {
             if invertible {
@@ -226,7 +241,8 @@ fn pop_before(st: &mut KeyState, run: &mut [Acc], bound: i64, invertible: bool, 
         }
         arena.release(slot);
     }
-    if st.slices.front().is_none_or(|(s, _)| *s > st.run_hi) {
+    st.sync_ends();
+    if st.front > st.run_hi {
         // Nothing merged is left: the running result is empty again.
         st.run_valid = false;
     }
@@ -316,6 +332,8 @@ impl Operator for SlicedWindowOperator {
             if !st.live {
                 *st = KeyState {
                     slices: VecDeque::new(),
+                    front: i64::MAX,
+                    back: i64::MIN,
                     run_hi: i64::MIN,
                     run_valid: false,
                     live: true,
@@ -329,6 +347,7 @@ impl Operator for SlicedWindowOperator {
                 _ => {
                     let at = pos.map_or(0, |p| p + 1);
                     st.slices.insert(at, (s, self.arena.alloc(aggs)));
+                    st.sync_ends();
                     *self.slice_counts.entry(s).or_default() += 1;
                     at
                 }
