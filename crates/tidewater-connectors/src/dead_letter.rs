@@ -14,13 +14,28 @@ use tidewater_core::{Error, Result};
 #[derive(Debug)]
 pub struct FileDeadLetters {
     path: PathBuf,
-    out: Mutex<BufWriter<File>>,
+    /// Opened on the first letter, so that planning (`explain`) leaves no trace.
+    out: Mutex<Option<BufWriter<File>>>,
 }
 
 impl FileDeadLetters {
-    /// Creates (truncates) the file at `path`, creating parent directories.
+    /// A sink that creates (truncates) the file at `path` — and its parent
+    /// directories — when the first dead letter arrives.
     pub fn create(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if path.is_dir() {
+            return Err(Error::config(
+                "dead-letter.path",
+                format!("'{}' is a directory, not a file", path.display()),
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: Mutex::new(None),
+        })
+    }
+
+    fn open(&self) -> Result<BufWriter<File>> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("cannot create directory", dir, e))?;
         }
@@ -28,12 +43,9 @@ impl FileDeadLetters {
             .create(true)
             .write(true)
             .truncate(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open dead-letter file", path, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            out: Mutex::new(BufWriter::new(f)),
-        })
+            .open(&self.path)
+            .map_err(|e| Error::io("cannot open dead-letter file", &self.path, e))?;
+        Ok(BufWriter::new(f))
     }
 }
 
@@ -66,10 +78,14 @@ pub fn to_json(letter: &DeadLetter) -> serde_json::Value {
 impl DeadLetterSink for FileDeadLetters {
     fn write(&self, letter: DeadLetter) -> Result<()> {
         let line = to_json(&letter).to_string();
-        let mut out = self
+        let mut guard = self
             .out
             .lock()
             .map_err(|_| Error::runtime("dead-letter writer poisoned"))?;
+        let out = match guard.as_mut() {
+            Some(out) => out,
+            None => guard.insert(self.open()?),
+        };
         out.write_all(line.as_bytes())
             .and_then(|_| out.write_all(b"\n"))
             .and_then(|_| out.flush())

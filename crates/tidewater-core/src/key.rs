@@ -7,8 +7,8 @@
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMillisecondType, UInt32Type, UInt64Type,
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMillisecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
 use crate::{Error, Result};
@@ -88,7 +88,10 @@ fn hash_into(rs: &ahash::RandomState, col: &dyn Array, out: &mut [u64]) -> Resul
         DataType::Int16 => hash_prim!(rs, col, Int16Type, out, |v: i16| v as i64),
         DataType::Int32 => hash_prim!(rs, col, Int32Type, out, |v: i32| v as i64),
         DataType::Int64 => hash_prim!(rs, col, Int64Type, out, |v: i64| v),
+        DataType::UInt8 => hash_prim!(rs, col, UInt8Type, out, |v: u8| v as i64),
+        DataType::UInt16 => hash_prim!(rs, col, UInt16Type, out, |v: u16| v as i64),
         DataType::UInt32 => hash_prim!(rs, col, UInt32Type, out, |v: u32| v as i64),
+        DataType::Date32 => hash_prim!(rs, col, Date32Type, out, |v: i32| v as i64),
         DataType::UInt64 => hash_prim!(rs, col, UInt64Type, out, |v: u64| v),
         DataType::Float32 => hash_prim!(rs, col, Float32Type, out, |v: f32| (v as f64).to_bits()),
         DataType::Float64 => hash_prim!(rs, col, Float64Type, out, |v: f64| v.to_bits()),

@@ -8,6 +8,8 @@
 //! Failure: the first error is the job's error. A thread that finds its channel
 //! disconnected stops quietly — the thread that failed reports.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use arrow::array::{ArrayRef, UInt32Array};
@@ -137,7 +139,8 @@ pub fn execute(flow: Dataflow) -> Result<()> {
                     ))
                 })?;
                 Router::Forward {
-                    index: subtask,
+                    // the downstream subtask has exactly this one input
+                    index: 0,
                     tx: tx.clone(),
                 }
             }
@@ -153,12 +156,14 @@ pub fn execute(flow: Dataflow) -> Result<()> {
     let mut handles = Vec::new();
     let Dataflow { source, stages, .. } = flow;
     let source_n = source.readers.len();
+    let cancel = Arc::new(AtomicBool::new(false));
     for (i, (reader, chain)) in source.readers.into_iter().zip(source.chains).enumerate() {
+        let cancel = cancel.clone();
         let router = make_router(0, i, &inboxes)?;
         handles.push(
             thread::Builder::new()
                 .name(format!("src-{i}"))
-                .spawn(move || run_source(reader, chain, router))
+                .spawn(move || cancel_on_error(&cancel, run_source(reader, chain, router, &cancel)))
                 .map_err(|e| Error::runtime(format!("cannot start a thread: {e}")))?,
         );
     }
@@ -182,10 +187,13 @@ pub fn execute(flow: Dataflow) -> Result<()> {
             .zip(receivers)
             .enumerate()
         {
+            let cancel = cancel.clone();
             handles.push(
                 thread::Builder::new()
                     .name(format!("s{}-{i}", s + 1))
-                    .spawn(move || run_stage(rx, inputs, chain, router))
+                    .spawn(move || {
+                        cancel_on_error(&cancel, run_stage(rx, inputs, chain, router, &cancel))
+                    })
                     .map_err(|e| Error::runtime(format!("cannot start a thread: {e}")))?,
             );
         }
@@ -226,14 +234,28 @@ fn quiet(r: Result<()>) -> Result<()> {
     }
 }
 
+/// Records that a subtask failed, so that the others stop (an unbounded source would
+/// otherwise run on with nobody reporting the error).
+fn cancel_on_error(cancel: &AtomicBool, r: Result<()>) -> Result<()> {
+    if r.is_err() {
+        cancel.store(true, Ordering::Relaxed);
+    }
+    r
+}
+
 fn run_source(
     mut reader: Box<dyn SourceReader>,
     mut chain: Chain,
     mut router: Router,
+    cancel: &AtomicBool,
 ) -> Result<()> {
     let mut send = forward(&mut router);
     let r = (|| {
         while let Some(batch) = reader.next_batch()? {
+            if cancel.load(Ordering::Relaxed) {
+                // Another subtask failed: stop without an end of stream.
+                return Ok(());
+            }
             push_through(&mut chain, Message::Data(batch), &mut send)?;
         }
         push_through(&mut chain, Message::EndOfStream, &mut send)
@@ -246,6 +268,7 @@ fn run_stage(
     inputs: usize,
     mut chain: Chain,
     mut router: Router,
+    cancel: &AtomicBool,
 ) -> Result<()> {
     let mut send = forward(&mut router);
     let mut wms = vec![Watermark::MIN; inputs];
@@ -253,6 +276,9 @@ fn run_stage(
     let mut current = Watermark::MIN;
     let r = (|| {
         while let Ok((from, msg)) = rx.recv() {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             match msg {
                 Message::Data(b) => push_through(&mut chain, Message::Data(b), &mut send)?,
                 Message::Watermark(w) => {

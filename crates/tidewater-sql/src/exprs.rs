@@ -224,6 +224,10 @@ pub fn interval_ms(e: &SqlExpr) -> std::result::Result<i64, String> {
     };
     let n: f64 = num.parse().map_err(|_| bad())?;
     let ms = n * scale;
+    // 10 000 years: larger windows are mistakes, and would overflow the time arithmetic.
+    if !(0.0..=3.2e14).contains(&ms) {
+        return Err(format!("interval {e} is out of range (0 to 10 000 years)"));
+    }
     if ms.fract() != 0.0 || !ms.is_finite() {
         return Err(format!(
             "interval {e} is not a whole number of milliseconds"

@@ -174,7 +174,11 @@ impl SlicedWindowOperator {
                     st.run_valid = true;
                 }
                 // Only partials after `run_hi` are new; they sit at the back of the deque.
-                let news = if st.back > st.run_hi { st.slices.len() } else { 0 };
+                let news = if st.back > st.run_hi {
+                    st.slices.len()
+                } else {
+                    0
+                };
                 for (s, slot) in st.slices.iter().rev().take(news) {
                     if *s <= st.run_hi {
                         break;
@@ -310,7 +314,11 @@ impl Operator for SlicedWindowOperator {
             }
             let s = floor_div(ts.value(row), self.width);
             let slice_start = s.saturating_mul(self.width);
-            let last_end = self.spec.last_end_containing(slice_start);
+            let Some(last_end) = self.spec.last_end_containing(slice_start) else {
+                // An absurd event time (windows beyond the representable range).
+                no_time += 1;
+                continue;
+            };
             if last_end <= slice_start {
                 // Between two hop windows (size < slide): in no window at all.
                 continue;

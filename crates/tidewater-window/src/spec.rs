@@ -99,13 +99,15 @@ impl WindowSpec {
     /// For sliced windows: the end of the last window containing the slice that starts at
     /// `t`. An event is late only once that window has fired (as in Flink): until then
     /// it still counts in the windows that are open.
-    pub(crate) fn last_end_containing(&self, t: i64) -> i64 {
-        match *self {
-            WindowSpec::Tumble { size } => floor_div(t, size) * size + size,
-            WindowSpec::Hop { size, slide } => floor_div(t, slide) * slide + size,
-            WindowSpec::Cumulate { max_size, .. } => floor_div(t, max_size) * max_size + max_size,
-            WindowSpec::Session { gap } => t + gap,
-        }
+    /// `None` when the window would lie outside the representable time range.
+    pub(crate) fn last_end_containing(&self, t: i64) -> Option<i64> {
+        let (unit, size) = match *self {
+            WindowSpec::Tumble { size } => (size, size),
+            WindowSpec::Hop { size, slide } => (slide, size),
+            WindowSpec::Cumulate { max_size, .. } => (max_size, max_size),
+            WindowSpec::Session { gap } => return t.checked_add(gap),
+        };
+        floor_div(t, unit).checked_mul(unit)?.checked_add(size)
     }
 
     /// For sliced windows: the start of the window that ends at `end`.

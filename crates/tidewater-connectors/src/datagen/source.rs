@@ -139,7 +139,14 @@ fn field_gen(o: &TableOptions, name: &str, ty: &DataType) -> Result<(Gen, Option
         if let Some(end) = end.filter(|e| *e < start) {
             return Err(o.error(&key("end"), format!("end {end} is before start {start}")));
         }
-        return Ok((Gen::Sequence { start }, end.map(|e| (e - start) as u64 + 1)));
+        let rows = match end {
+            None => None,
+            Some(e) => Some(
+                u64::try_from(i128::from(e) - i128::from(start) + 1)
+                    .map_err(|_| o.error(&key("end"), "the sequence is longer than 2^64 rows"))?,
+            ),
+        };
+        return Ok((Gen::Sequence { start }, rows));
     }
     let g = match ty {
         DataType::Utf8 => Gen::Str {
@@ -203,8 +210,14 @@ pub(super) fn create(ctx: &SourceContext<'_>) -> Result<Vec<Box<dyn SourceReader
         gens.push(g);
     }
     let rate: f64 = o.parse_or("rows-per-second", 10_000.0)?;
-    if rate <= 0.0 {
-        return Err(o.error("rows-per-second", "must be positive"));
+    if !rate.is_finite() || rate < 0.001 {
+        return Err(o.error(
+            "rows-per-second",
+            format!(
+                "must be a number of at least 0.001, got '{}'",
+                o.get("rows-per-second").unwrap_or_default()
+            ),
+        ));
     }
     let p = ctx.parallelism.max(1) as u64;
     let per = rate / p as f64;

@@ -111,7 +111,15 @@ pub(super) fn create(ctx: &SourceContext<'_>) -> Result<Vec<Box<dyn SourceReader
         pending: files.into(),
         current: None,
         skip_header: format.skips_header(),
-        chunk_size: o.parse_or("source.chunk-size", 1usize << 20)?,
+        chunk_size: match o.parse_or("source.chunk-size", 1usize << 20)? {
+            n @ 64..=268_435_456 => n,
+            n => {
+                return Err(o.error(
+                    "source.chunk-size",
+                    format!("{n} is out of range (64 bytes to 256 MiB)"),
+                ));
+            }
+        },
     }));
     Ok((0..ctx.parallelism.max(1))
         .map(|_| {

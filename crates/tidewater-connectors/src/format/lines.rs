@@ -54,6 +54,8 @@ pub struct LineReader<R> {
     carry: Vec<u8>,
     next_line: u64,
     eof: bool,
+    /// The last read returned less than asked for.
+    short: bool,
     chunk_size: usize,
 }
 
@@ -67,6 +69,7 @@ impl<R: Read> LineReader<R> {
             carry: Vec::new(),
             next_line: 1,
             eof: false,
+            short: false,
             chunk_size: chunk_size.max(64),
         }
     }
@@ -100,6 +103,7 @@ impl<R: Read> LineReader<R> {
             }
         };
         self.carry.truncate(start + n);
+        self.short = n > 0 && n < self.chunk_size;
         if n == 0 {
             self.eof = true;
         }
@@ -110,15 +114,17 @@ impl<R: Read> LineReader<R> {
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         let mut searched = 0;
         loop {
-            let last_nl = if self.carry.len() >= self.chunk_size || self.eof {
-                memchr::memrchr(b'\n', &self.carry[searched..]).map(|i| i + searched)
-            } else {
-                None
-            };
-            if let Some(i) = last_nl {
-                let rest = self.carry.split_off(i + 1);
-                let data = std::mem::replace(&mut self.carry, rest);
-                return Ok(Some(self.emit(data)));
+            // A short read means the writer paused (a pipe): hand out what is complete
+            // instead of waiting for a full chunk.
+            if self.carry.len() >= self.chunk_size || self.eof || self.short {
+                if let Some(i) =
+                    memchr::memrchr(b'\n', &self.carry[searched..]).map(|i| i + searched)
+                {
+                    let rest = self.carry.split_off(i + 1);
+                    let data = std::mem::replace(&mut self.carry, rest);
+                    return Ok(Some(self.emit(data)));
+                }
+                searched = self.carry.len();
             }
             if self.eof {
                 if self.carry.is_empty() {
@@ -126,9 +132,6 @@ impl<R: Read> LineReader<R> {
                 }
                 let data = std::mem::take(&mut self.carry);
                 return Ok(Some(self.emit(data)));
-            }
-            if self.carry.len() >= self.chunk_size {
-                searched = self.carry.len();
             }
             self.fill()?;
         }

@@ -102,7 +102,7 @@ impl Format {
                 let mut d = arrow::csv::ReaderBuilder::new(schema.clone())
                     .with_delimiter(*delimiter)
                     .with_header(false)
-                    .with_batch_size(rows)
+                    .with_batch_size(rows + 1)
                     .build_decoder();
                 let mut rest = data;
                 while !rest.is_empty() {
@@ -116,7 +116,7 @@ impl Format {
             }
             Format::Json => {
                 let mut d = arrow::json::ReaderBuilder::new(schema.clone())
-                    .with_batch_size(rows)
+                    .with_batch_size(rows + 1)
                     .build_decoder()?;
                 let mut rest = data;
                 while !rest.is_empty() {
