@@ -2,20 +2,28 @@
 //! each batch when it advances (Flink's bounded-out-of-orderness strategy, evaluated
 //! per batch).
 
+use std::sync::Arc;
+
 use arrow::array::{Array, AsArray};
-use arrow::compute::max;
+use arrow::compute::kernels::boolean::not;
+use arrow::compute::{filter_record_batch, is_null, max};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
+use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
+use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result, Watermark};
 
 use crate::{Operator, Output};
 
-/// Emits `max(event time) - delay` after every batch that raises it.
+/// Emits `max(event time) - delay` after every batch that raises it. Rows without an
+/// event time cannot be placed in any window: with [`WatermarkGenerator::with_dead_letters`]
+/// they are removed here and written as dead letters (as JSON, with the reason).
 #[derive(Debug)]
 pub struct WatermarkGenerator {
     column: usize,
     delay_ms: i64,
     max_seen: Option<i64>,
+    dead_letters: Option<(Arc<dyn DeadLetterSink>, Arc<JobMetrics>)>,
 }
 
 impl WatermarkGenerator {
@@ -25,7 +33,48 @@ impl WatermarkGenerator {
             column,
             delay_ms,
             max_seen: None,
+            dead_letters: None,
         }
+    }
+
+    /// Removes rows whose event time is NULL and sends them to `sink`.
+    pub fn with_dead_letters(
+        mut self,
+        sink: Arc<dyn DeadLetterSink>,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        self.dead_letters = Some((sink, metrics));
+        self
+    }
+
+    /// The batch without its NULL-time rows, which become dead letters.
+    fn drop_null_times(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let Some((sink, metrics)) = &self.dead_letters else {
+            return Ok(batch);
+        };
+        let col = batch.column(self.column);
+        if col.null_count() == 0 {
+            return Ok(batch);
+        }
+        let nulls = is_null(col.as_ref())?;
+        let bad = filter_record_batch(&batch, &nulls)?;
+        let mut json = arrow::json::LineDelimitedWriter::new(Vec::new());
+        json.write(&bad)?;
+        json.finish()?;
+        let name = batch.schema().field(self.column).name().clone();
+        for line in json
+            .into_inner()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            sink.write(DeadLetter {
+                raw: line.to_vec(),
+                reason: format!("event time '{name}' is NULL"),
+                position: Position::Unknown,
+            })?;
+        }
+        JobMetrics::add(&metrics.dead_letters, bad.num_rows() as u64);
+        Ok(filter_record_batch(&batch, &not(&nulls)?)?)
     }
 }
 
@@ -46,6 +95,7 @@ pub fn max_event_time(col: &dyn Array) -> Result<Option<i64>> {
 
 impl Operator for WatermarkGenerator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let batch = self.drop_null_times(batch)?;
         let m = max_event_time(batch.column(self.column).as_ref())?;
         out.emit(batch);
         if let Some(m) = m
@@ -59,5 +109,74 @@ impl Operator for WatermarkGenerator {
 
     fn name(&self) -> String {
         format!("Watermark(max - {} ms)", self.delay_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use arrow::array::{Int64Array, TimestampMillisecondArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Letters(Mutex<Vec<DeadLetter>>);
+
+    impl DeadLetterSink for Letters {
+        fn write(&self, letter: DeadLetter) -> Result<()> {
+            self.0
+                .lock()
+                .map_err(|_| Error::runtime("poisoned"))?
+                .push(letter);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn null_event_times_become_dead_letters_and_the_rest_flows() -> Result<()> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(5_000),
+                    None,
+                    Some(7_000),
+                ])),
+            ],
+        )?;
+        let letters = Arc::new(Letters::default());
+        let metrics = Arc::new(JobMetrics::default());
+        let mut op =
+            WatermarkGenerator::new(1, 1_000).with_dead_letters(letters.clone(), metrics.clone());
+        let mut out = Output::default();
+        op.process_batch(batch, &mut out)?;
+        let items: Vec<_> = out.drain().collect();
+        match items.as_slice() {
+            [
+                tidewater_core::Message::Data(b),
+                tidewater_core::Message::Watermark(w),
+            ] => {
+                assert_eq!(b.num_rows(), 2);
+                assert_eq!(*w, Watermark(6_000));
+            }
+            other => panic!("unexpected output {other:?}"),
+        }
+        let letters = letters.0.lock().map_err(|_| Error::runtime("poisoned"))?;
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0].reason.contains("'ts' is NULL"),
+            "{}",
+            letters[0].reason
+        );
+        assert_eq!(String::from_utf8_lossy(&letters[0].raw), r#"{"v":2}"#);
+        assert_eq!(metrics.snapshot().dead_letters, 1);
+        Ok(())
     }
 }

@@ -131,7 +131,7 @@ pub(crate) fn plan_source(
         schema: physical.clone(),
         parallelism: ctx.parallelism,
         metrics: ctx.opts.metrics.clone(),
-        dead_letters,
+        dead_letters: dead_letters.clone(),
     })?;
     let chains = (0..readers.len())
         .map(|_| {
@@ -144,7 +144,10 @@ pub(crate) fn plan_source(
                 )) as Box<dyn Operator>);
             }
             if let Some((idx, _, delay)) = &time_column {
-                chain.push(Box::new(WatermarkGenerator::new(*idx, *delay)));
+                chain.push(Box::new(
+                    WatermarkGenerator::new(*idx, *delay)
+                        .with_dead_letters(dead_letters.clone(), ctx.opts.metrics.clone()),
+                ));
             }
             if let Some((p, text)) = &filter {
                 chain.push(Box::new(FilterOperator::new(p.clone(), text.clone())));
