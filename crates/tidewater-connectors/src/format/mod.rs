@@ -207,13 +207,12 @@ impl ChunkDecoder {
         let blank = |l: &[u8]| l.iter().all(|c| c.is_ascii_whitespace());
         if lines > 1 {
             let has_blank = bytes.split(|c| *c == b'\n').take(lines).any(blank);
-            if !has_blank {
-                if let Ok(Some(batch)) = self.format.decode_bytes(&self.schema, bytes, lines) {
-                    if batch.num_rows() == lines {
-                        good.push(batch);
-                        return Ok(());
-                    }
-                }
+            if !has_blank
+                && let Ok(Some(batch)) = self.format.decode_bytes(&self.schema, bytes, lines)
+                && batch.num_rows() == lines
+            {
+                good.push(batch);
+                return Ok(());
             }
             let mid = a + lines / 2;
             self.bisect(chunk, starts, a, mid, good)?;
