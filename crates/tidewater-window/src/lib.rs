@@ -30,8 +30,15 @@ pub use spec::WindowSpec;
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::{AsArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use arrow::row::Rows;
 use tidewater_core::metrics::JobMetrics;
+use tidewater_core::{Error, Result};
+
+use crate::agg::ArgView;
+use crate::keys::KeyTable;
 
 /// What a window operator needs to know about its input and output.
 #[derive(Debug, Clone)]
@@ -48,7 +55,39 @@ pub struct WindowInput {
     pub metrics: Arc<JobMetrics>,
 }
 
+/// One input batch as the operators read it, row by row.
+pub(crate) struct BatchView<'a> {
+    pub rows: Rows,
+    pub ts: &'a TimestampMillisecondArray,
+    pub args: Vec<ArgView>,
+}
+
 impl WindowInput {
+    /// Key rows, event times and aggregate arguments of `batch`.
+    pub(crate) fn view<'a>(
+        &self,
+        keys: &KeyTable,
+        batch: &'a RecordBatch,
+    ) -> Result<BatchView<'a>> {
+        let cols = batch.columns();
+        let rows = keys.rows(&cols[..self.key_columns])?;
+        let time = &cols[self.time_column];
+        let ts = time
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| {
+                Error::runtime(format!(
+                    "event-time column has type {}; expected TIMESTAMP(3)",
+                    time.data_type()
+                ))
+            })?;
+        let args = self
+            .aggs
+            .iter()
+            .map(|a| a.arg_view(cols))
+            .collect::<Result<_>>()?;
+        Ok(BatchView { rows, ts, args })
+    }
+
     /// `[window_start, window_end, keys.., aggregates..]`.
     pub fn output_schema(&self) -> SchemaRef {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);

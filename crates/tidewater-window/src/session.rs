@@ -8,16 +8,16 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::array::Array;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
-use tidewater_core::{Error, Result, Watermark};
+use tidewater_core::{Result, Watermark};
 use tidewater_runtime::{Operator, Output};
 
 use crate::agg::{Acc, AggSpec, ArgView, OutColumn, result_batch};
 use crate::keys::KeyTable;
-use crate::{WindowInput, WindowSpec};
+use crate::{BatchView, WindowInput, WindowSpec};
 
 #[derive(Debug)]
 struct Session {
@@ -154,18 +154,7 @@ impl SessionWindowOperator {
 
 impl Operator for SessionWindowOperator {
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
-        let k = self.input.key_columns;
-        let cols = batch.columns();
-        let rows = self.keys.rows(&cols[..k])?;
-        let ts = cols[self.input.time_column]
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| Error::runtime("event-time column must be TIMESTAMP(3)"))?;
-        let args: Vec<ArgView> = self
-            .input
-            .aggs
-            .iter()
-            .map(|a| a.arg_view(cols))
-            .collect::<Result<_>>()?;
+        let BatchView { rows, ts, args } = self.input.view(&self.keys, &batch)?;
         let (mut late, mut no_time) = (0u64, 0u64);
         for row in 0..batch.num_rows() {
             if ts.is_null(row) {

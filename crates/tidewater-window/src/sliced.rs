@@ -10,17 +10,17 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::array::Array;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::time::floor_div;
 use tidewater_core::{Error, Result, Watermark};
 use tidewater_runtime::{Operator, Output};
 
-use crate::agg::{Acc, AggSpec, ArgView, OutColumn, result_batch};
+use crate::agg::{Acc, AggSpec, OutColumn, result_batch};
 use crate::keys::KeyTable;
-use crate::{WindowInput, WindowSpec};
+use crate::{BatchView, WindowInput, WindowSpec};
 
 /// Per key: its slices that hold data, ordered by slice index, and a running window
 /// accumulator.
@@ -289,23 +289,7 @@ impl Arena {
 
 impl Operator for SlicedWindowOperator {
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
-        let k = self.input.key_columns;
-        let cols = batch.columns();
-        let rows = self.keys.rows(&cols[..k])?;
-        let ts = cols[self.input.time_column]
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| {
-                Error::runtime(format!(
-                    "event-time column has type {}; expected TIMESTAMP(3)",
-                    cols[self.input.time_column].data_type()
-                ))
-            })?;
-        let args: Vec<ArgView> = self
-            .input
-            .aggs
-            .iter()
-            .map(|a| a.arg_view(cols))
-            .collect::<Result<_>>()?;
+        let BatchView { rows, ts, args } = self.input.view(&self.keys, &batch)?;
         let (mut late, mut no_time) = (0u64, 0u64);
         for row in 0..batch.num_rows() {
             if ts.is_null(row) {

@@ -68,15 +68,6 @@ impl WindowSpec {
         }
     }
 
-    /// How many slices one window result merges (at most).
-    pub fn slices_per_window(&self) -> i64 {
-        match (*self, self.slice_width()) {
-            (WindowSpec::Hop { size, .. }, Some(g)) => size / g,
-            (WindowSpec::Cumulate { max_size, step }, _) => max_size / step,
-            _ => 1,
-        }
-    }
-
     /// For sliced windows: the distance between consecutive window ends.
     pub(crate) fn end_step(&self) -> i64 {
         match *self {
