@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "examples/tumbling_count.sql",
         &JobOptions {
             parallelism: Some(2),
-            name: None,
+            ..Default::default()
         },
     )?;
     println!("{}", job.explain());

@@ -21,7 +21,7 @@
 //! # Ok::<(), tidewater::Error>(())
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ pub use tidewater_runtime as runtime;
 pub use tidewater_sql as sql;
 pub use tidewater_sql::builder::JobBuilder;
 pub use tidewater_sql::planner::Plan;
+pub use tidewater_state as state;
 pub use tidewater_window as window;
 
 /// How to run a job, besides what its SQL says.
@@ -42,21 +43,33 @@ pub struct JobOptions {
     pub parallelism: Option<usize>,
     /// The job's name; default: the job file's stem, or "job".
     pub name: Option<String>,
+    /// Checkpoint interval; overrides `SET 'execution.checkpointing.interval'`
+    /// (zero turns checkpointing off). Default: the job file's setting, else off.
+    pub checkpoint_interval: Option<Duration>,
+    /// Checkpoint directory; overrides `SET 'state.checkpoints.dir'`.
+    /// Default: `./tidewater-state/<job name>`.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Ignore and delete existing checkpoints instead of resuming from them.
+    pub from_scratch: bool,
 }
 
 /// A planned job, ready to run.
 #[derive(Debug)]
 pub struct Job {
     plan: Plan,
+    checkpoint_dir: Option<PathBuf>,
+    from_scratch: bool,
 }
 
 /// What a finished job did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JobReport {
     /// Counters at the end.
     pub metrics: MetricsSnapshot,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Checkpoints: what was restored, how many were taken.
+    pub exec: tidewater_runtime::ExecReport,
 }
 
 impl JobReport {
@@ -73,10 +86,13 @@ impl Job {
         let opts = tidewater_sql::PlanOptions {
             parallelism: options.parallelism,
             name: options.name.clone().unwrap_or_else(|| "job".into()),
+            checkpoint_interval: options.checkpoint_interval,
             ..Default::default()
         };
         Ok(Self {
             plan: tidewater_sql::plan_job(&file, &opts)?,
+            checkpoint_dir: options.checkpoint_dir.clone(),
+            from_scratch: options.from_scratch,
         })
     }
 
@@ -94,7 +110,22 @@ impl Job {
 
     /// Wraps a plan built in code ([`JobBuilder`]).
     pub fn from_plan(plan: Plan) -> Self {
-        Self { plan }
+        Self {
+            plan,
+            checkpoint_dir: None,
+            from_scratch: false,
+        }
+    }
+
+    /// Where this job's checkpoints go when checkpointing is on.
+    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
+        self.plan.checkpoint.interval?;
+        Some(
+            self.checkpoint_dir
+                .clone()
+                .or_else(|| self.plan.checkpoint.dir.clone())
+                .unwrap_or_else(|| Path::new("tidewater-state").join(&self.plan.name)),
+        )
     }
 
     /// The plan as text (`tidewater explain`).
@@ -117,10 +148,24 @@ impl Job {
         let metrics = self.plan.metrics.clone();
         let started = Instant::now();
         tracing::info!(job = %self.plan.name, parallelism = self.plan.parallelism, "job started");
-        tidewater_runtime::exec::execute(self.plan.dataflow)?;
+        let checkpoint = match (self.checkpoint_dir(), self.plan.checkpoint.interval) {
+            (Some(dir), Some(interval)) => Some(tidewater_runtime::CheckpointConfig {
+                store: Arc::new(tidewater_state::LocalStore::open(dir)?),
+                interval,
+                retained: self.plan.checkpoint.retained,
+                job: self.plan.name.clone(),
+                from_scratch: self.from_scratch,
+            }),
+            _ => None,
+        };
+        let exec = tidewater_runtime::exec::execute_with(
+            self.plan.dataflow,
+            &tidewater_runtime::ExecOptions { checkpoint },
+        )?;
         let report = JobReport {
             metrics: metrics.snapshot(),
             elapsed: started.elapsed(),
+            exec,
         };
         tracing::info!(?report, "job finished");
         Ok(report)

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod checkpoints;
 use tidewater::{Job, JobMetrics, JobOptions, JobReport};
 
 const EXAMPLES: &str = "\
@@ -15,6 +17,8 @@ Examples:
   tidewater run examples/sliding_sum.sql             # the classic job: HOP 2 s / 10 s, SUM by key
   tidewater run examples/sliding_sum.sql -p 1        # on one core
   tidewater explain examples/sliding_sum.sql         # the dataflow and the slicing chosen
+  tidewater run job.sql --checkpoint-interval 1s     # checkpoint; rerun the same command to resume
+  tidewater checkpoints list tidewater-state/job     # what a checkpoint directory holds
   cat events.csv | tidewater run examples/stdin_filter.sql
 
 A job file holds SET, CREATE TABLE and one INSERT INTO ... SELECT, in Flink SQL.
@@ -40,6 +44,22 @@ enum Command {
         /// No progress bar and no summary.
         #[arg(short, long)]
         quiet: bool,
+        /// Take a checkpoint this often (e.g. 500ms, 1s, 1min; 0 turns them off)
+        /// [default: SET 'execution.checkpointing.interval', else off].
+        #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+        checkpoint_interval: Option<Duration>,
+        /// Where checkpoints go [default: SET 'state.checkpoints.dir', else
+        /// ./tidewater-state/<job name>]. A run resumes from the newest one there.
+        #[arg(long, value_name = "DIR")]
+        checkpoint_dir: Option<PathBuf>,
+        /// Ignore (and delete) existing checkpoints and start over.
+        #[arg(long)]
+        from_scratch: bool,
+    },
+    /// Look into a checkpoint directory.
+    Checkpoints {
+        #[command(subcommand)]
+        command: CheckpointsCommand,
     },
     /// Print the plan: operators, parallelism, partitioning and window slicing.
     Explain {
@@ -51,6 +71,26 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CheckpointsCommand {
+    /// One line per checkpoint: epoch, time, duration, size, state.
+    List {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+    /// Files, source positions and state per operator of one checkpoint.
+    Inspect {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The checkpoint [default: the newest complete one].
+        epoch: Option<u64>,
+    },
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    tidewater::sql::parse_duration(s)
+}
+
 fn main() -> ExitCode {
     // A panic is a bug: say so in one line instead of a backtrace.
     std::panic::set_hook(Box::new(|info| {
@@ -58,7 +98,9 @@ fn main() -> ExitCode {
     }));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // Restores and recoveries are worth a line by default; the rest on demand.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,tidewater_runtime=info,tidewater_connectors=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -79,22 +121,32 @@ fn run(cli: Cli) -> tidewater::Result<()> {
                 &job,
                 &JobOptions {
                     parallelism,
-                    name: None,
+                    ..Default::default()
                 },
             )?;
             print!("{}", job.explain());
             Ok(())
         }
+        Command::Checkpoints { command } => match command {
+            CheckpointsCommand::List { dir } => checkpoints::list(&dir),
+            CheckpointsCommand::Inspect { dir, epoch } => checkpoints::inspect(&dir, epoch),
+        },
         Command::Run {
             job,
             parallelism,
             quiet,
+            checkpoint_interval,
+            checkpoint_dir,
+            from_scratch,
         } => {
             let job = Job::from_file(
                 &job,
                 &JobOptions {
                     parallelism,
                     name: None,
+                    checkpoint_interval,
+                    checkpoint_dir,
+                    from_scratch,
                 },
             )?;
             let metrics = job.metrics();
@@ -107,6 +159,13 @@ fn run(cli: Cli) -> tidewater::Result<()> {
                 let _ = h.join();
             }
             let report = result?;
+            if report.exec.already_finished {
+                eprintln!(
+                    "the job had already finished (checkpoint {} covers all its input); \
+                     nothing to do. Use --from-scratch to run it again.",
+                    report.exec.restored.unwrap_or(0)
+                );
+            }
             if !quiet {
                 print_summary(&report);
             }

@@ -38,6 +38,9 @@ pub struct SinkContext<'a> {
     pub parallelism: usize,
     /// Job counters.
     pub metrics: Arc<JobMetrics>,
+    /// Checkpointing is on: sinks that take part make output visible only when the
+    /// checkpoint covering it completes, instead of at the end of input.
+    pub checkpointing: bool,
 }
 
 type SourceFactory = fn(&SourceContext<'_>) -> Result<Vec<Box<dyn SourceReader>>>;

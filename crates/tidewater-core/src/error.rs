@@ -44,6 +44,18 @@ pub enum Error {
     /// Something failed while the job ran.
     #[error("{0}")]
     Runtime(String),
+    /// A checkpoint cannot be used: a file fails its checksum, is truncated or is
+    /// missing. Recovery falls back to the previous complete checkpoint.
+    #[error("checkpoint {epoch} cannot be used: {reason}")]
+    Damaged {
+        /// The checkpoint's epoch.
+        epoch: u64,
+        /// Which file and what is wrong with it.
+        reason: String,
+    },
+    /// Checkpoints exist but cannot be resumed from (the plan changed, none is usable).
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 impl Error {
@@ -61,6 +73,14 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// A checkpoint that cannot be used (see [`Error::Damaged`]).
+    pub fn damaged(epoch: u64, reason: impl Into<String>) -> Self {
+        Error::Damaged {
+            epoch,
+            reason: reason.into(),
         }
     }
 

@@ -2,7 +2,6 @@
 //!
 //! Layout:
 //! - [`time`]: event time in epoch milliseconds, [`Watermark`], timestamp formatting.
-//! - [`message`]: what flows through channels — data batches, watermarks, end of stream.
 //! - [`key`]: deterministic key hashing and the key-group → subtask mapping that shards state.
 //! - [`metrics`]: the job-wide counters the summary (and later `/metrics`) reads.
 //! - [`dead_letter`]: where records that cannot be used go, with reason and position.
@@ -14,10 +13,8 @@
 pub mod dead_letter;
 pub mod error;
 pub mod key;
-pub mod message;
 pub mod metrics;
 pub mod time;
 
 pub use error::{Error, Result};
-pub use message::Message;
 pub use time::{Timestamp, Watermark};

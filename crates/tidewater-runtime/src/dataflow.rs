@@ -55,6 +55,28 @@ pub struct Dataflow {
 }
 
 impl Dataflow {
+    /// One line per stage naming its input edge and operators: what a checkpoint's state
+    /// belongs to. Parallelism is left out (keyed state is redistributed on restore).
+    pub fn plan_lines(&self) -> Vec<String> {
+        let ops = |c: Option<&Chain>| -> String {
+            c.map(|c| c.iter().map(|o| o.name()).collect::<Vec<_>>().join(" -> "))
+                .unwrap_or_default()
+        };
+        let mut lines = vec![format!(
+            "source '{}': {}",
+            self.source.name,
+            ops(self.source.chains.first())
+        )];
+        for st in &self.stages {
+            let edge = match &st.input {
+                Partitioning::Forward => "forward".to_string(),
+                Partitioning::Hash { names, .. } => format!("hash({})", names.join(", ")),
+            };
+            lines.push(format!("{edge} -> {}: {}", st.name, ops(st.chains.first())));
+        }
+        lines
+    }
+
     /// A text picture of the graph.
     pub fn explain(&self) -> String {
         let mut s = String::new();

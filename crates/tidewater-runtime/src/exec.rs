@@ -7,26 +7,34 @@
 //!
 //! Failure: the first error is the job's error. A thread that finds its channel
 //! disconnected stops quietly — the thread that failed reports.
+//!
+//! The calling thread is the checkpoint coordinator (see [`crate::checkpoint`]): it
+//! triggers checkpoints, collects acknowledgements, writes manifests, tells the sinks to
+//! commit and, once every source has ended (and the last checkpoint is complete), tells
+//! the sources to stop. The subtask loops are in [`crate::task`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread;
 
 use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use tidewater_core::key::{hash_columns, key_group, subtask_for_key_group};
-use tidewater_core::{Error, Message, Result, Watermark};
+use tidewater_core::{Error, Result};
+use tidewater_state::TaskId;
+use tidewater_state::protocol::JobShape;
 
-use crate::dataflow::{Chain, Dataflow, Partitioning};
-use crate::operator::push_through;
-use crate::source::SourceReader;
+use crate::checkpoint::{self, CheckpointConfig};
+use crate::dataflow::{Dataflow, Partitioning};
+use crate::message::Message;
+use crate::task::{Control, Shared, SourceTask, StageTask};
 
-type Envelope = (usize, Message);
+pub(crate) type Envelope = (usize, Message);
 
 /// Where a subtask sends what leaves its chain.
-enum Router {
+pub(crate) enum Router {
     /// Last stage: nothing leaves.
     None,
     Forward {
@@ -41,11 +49,21 @@ enum Router {
     },
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Router::None => "None",
+            Router::Forward { .. } => "Forward",
+            Router::Hash { .. } => "Hash",
+        })
+    }
+}
+
 /// Signals that downstream is gone; the subtask stops without an error of its own.
-struct Disconnected;
+pub(crate) struct Disconnected;
 
 impl Router {
-    fn route(&mut self, msg: Message) -> std::result::Result<Result<()>, Disconnected> {
+    pub(crate) fn route(&mut self, msg: Message) -> std::result::Result<Result<()>, Disconnected> {
         match self {
             Router::None => Ok(Ok(())),
             Router::Forward { index, tx } => {
@@ -108,8 +126,57 @@ fn split_by_key(
         .collect()
 }
 
-/// Runs the dataflow to completion (bounded input) or failure.
+/// How a dataflow runs besides its graph.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Checkpointing; `None` turns it off (sinks then commit at the end of input).
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// What a run did besides moving data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecReport {
+    /// The checkpoint the run resumed from.
+    pub restored: Option<u64>,
+    /// Checkpoints completed during the run.
+    pub checkpoints: u64,
+    /// True when the restored checkpoint was taken after the input had ended: there was
+    /// nothing left to do.
+    pub already_finished: bool,
+}
+
+/// Runs the dataflow to completion (bounded input) or failure, without checkpoints.
 pub fn execute(flow: Dataflow) -> Result<()> {
+    execute_with(flow, &ExecOptions::default()).map(|_| ())
+}
+
+/// Runs the dataflow, resuming from and taking checkpoints as `options` say.
+pub fn execute_with(mut flow: Dataflow, options: &ExecOptions) -> Result<ExecReport> {
+    let plan = flow.plan_lines();
+    let shape = JobShape {
+        job: options
+            .checkpoint
+            .as_ref()
+            .map(|c| c.job.clone())
+            .unwrap_or_default(),
+        plan: plan.clone(),
+        parallelism: std::iter::once(flow.source.readers.len())
+            .chain(flow.stages.iter().map(|s| s.chains.len()))
+            .collect(),
+    };
+    let resume = match &options.checkpoint {
+        Some(cfg) => Some(checkpoint::prepare(&mut flow, cfg, &plan)?),
+        None => None,
+    };
+    if let Some(r) = &resume
+        && r.finished
+    {
+        return Ok(ExecReport {
+            restored: r.restored,
+            checkpoints: 0,
+            already_finished: true,
+        });
+    }
     let cap = flow.channel_capacity.max(1);
     // Channels into each downstream stage, one per subtask.
     let mut inboxes: Vec<Vec<(Sender<Envelope>, Receiver<Envelope>)>> = flow
@@ -153,19 +220,35 @@ pub fn execute(flow: Dataflow) -> Result<()> {
         })
     };
 
+    let (events_tx, events_rx) = unbounded();
+    let first_epoch = resume.as_ref().and_then(|r| r.restored).unwrap_or(0);
+    let shared = Shared {
+        cancel: Arc::new(AtomicBool::new(false)),
+        requested: Arc::new(AtomicU64::new(first_epoch)),
+        events: events_tx,
+        store: options.checkpoint.as_ref().map(|c| c.store.clone()),
+    };
     let mut handles = Vec::new();
+    let mut source_ctl = Vec::new();
+    let mut stage_ctl = Vec::new();
     let Dataflow { source, stages, .. } = flow;
     let source_n = source.readers.len();
-    let cancel = Arc::new(AtomicBool::new(false));
     for (i, (reader, chain)) in source.readers.into_iter().zip(source.chains).enumerate() {
-        let cancel = cancel.clone();
-        let router = make_router(0, i, &inboxes)?;
-        handles.push(
-            thread::Builder::new()
-                .name(format!("src-{i}"))
-                .spawn(move || cancel_on_error(&cancel, run_source(reader, chain, router, &cancel)))
-                .map_err(|e| Error::runtime(format!("cannot start a thread: {e}")))?,
-        );
+        let (ctl_tx, ctl_rx) = unbounded();
+        source_ctl.push(ctl_tx);
+        let task = SourceTask {
+            reader,
+            chain,
+            router: make_router(0, i, &inboxes)?,
+            id: TaskId {
+                stage: 0,
+                subtask: i,
+            },
+            ctl: ctl_rx,
+            injected: first_epoch,
+        };
+        let shared = shared.clone();
+        handles.push(spawn(format!("src-{i}"), move || task.run(&shared))?);
     }
     let mut upstream_n = source_n;
     for (s, stage) in stages.into_iter().enumerate() {
@@ -187,22 +270,48 @@ pub fn execute(flow: Dataflow) -> Result<()> {
             .zip(receivers)
             .enumerate()
         {
-            let cancel = cancel.clone();
-            handles.push(
-                thread::Builder::new()
-                    .name(format!("s{}-{i}", s + 1))
-                    .spawn(move || {
-                        cancel_on_error(&cancel, run_stage(rx, inputs, chain, router, &cancel))
-                    })
-                    .map_err(|e| Error::runtime(format!("cannot start a thread: {e}")))?,
+            let (ctl_tx, ctl_rx) = unbounded();
+            stage_ctl.push(ctl_tx);
+            let task = StageTask::new(
+                rx,
+                inputs,
+                chain,
+                router,
+                TaskId {
+                    stage: s + 1,
+                    subtask: i,
+                },
+                ctl_rx,
             );
+            let shared = shared.clone();
+            handles.push(spawn(format!("s{}-{i}", s + 1), move || task.run(&shared))?);
         }
         upstream_n = n;
     }
     // Only the threads hold senders now, so a dead stage disconnects its neighbours.
     inboxes.clear();
 
+    let coordinated = checkpoint::coordinate(
+        &shared,
+        &events_rx,
+        &source_ctl,
+        &stage_ctl,
+        options.checkpoint.as_ref().zip(resume.as_ref()),
+        shape,
+    );
     let mut first_err = None;
+    let checkpoints = match coordinated {
+        Ok(n) => n,
+        Err(e) => {
+            shared.cancel();
+            first_err = Some(e);
+            0
+        }
+    };
+    for tx in &source_ctl {
+        let _ = tx.send(Control::Stop);
+    }
+    drop(source_ctl);
     for h in handles {
         match h.join() {
             Ok(Ok(())) => {}
@@ -214,112 +323,23 @@ pub fn execute(flow: Dataflow) -> Result<()> {
             }
         }
     }
-    first_err.map_or(Ok(()), Err)
-}
-
-fn forward(router: &mut Router) -> impl FnMut(Message) -> Result<()> + '_ {
-    move |m| match router.route(m) {
-        Ok(r) => r,
-        Err(Disconnected) => Err(Error::Runtime(DISCONNECTED.into())),
+    drop(stage_ctl);
+    if let Some(e) = first_err {
+        return Err(e);
     }
+    Ok(ExecReport {
+        restored: resume.and_then(|r| r.restored),
+        checkpoints,
+        already_finished: false,
+    })
 }
 
-const DISCONNECTED: &str = "downstream disconnected";
-
-/// Downstream failures surface as this marker; the failing thread reports the cause.
-fn quiet(r: Result<()>) -> Result<()> {
-    match r {
-        Err(Error::Runtime(m)) if m == DISCONNECTED => Ok(()),
-        other => other,
-    }
-}
-
-/// Records that a subtask failed, so that the others stop (an unbounded source would
-/// otherwise run on with nobody reporting the error).
-fn cancel_on_error(cancel: &AtomicBool, r: Result<()>) -> Result<()> {
-    if r.is_err() {
-        cancel.store(true, Ordering::Relaxed);
-    }
-    r
-}
-
-fn run_source(
-    mut reader: Box<dyn SourceReader>,
-    mut chain: Chain,
-    mut router: Router,
-    cancel: &AtomicBool,
-) -> Result<()> {
-    let mut send = forward(&mut router);
-    let r = (|| {
-        while let Some(batch) = reader.next_batch()? {
-            if cancel.load(Ordering::Relaxed) {
-                // Another subtask failed: stop without an end of stream.
-                return Ok(());
-            }
-            push_through(&mut chain, Message::Data(batch), &mut send)?;
-        }
-        push_through(&mut chain, Message::EndOfStream, &mut send)
-    })();
-    quiet(r)
-}
-
-fn run_stage(
-    rx: Receiver<Envelope>,
-    inputs: usize,
-    mut chain: Chain,
-    mut router: Router,
-    cancel: &AtomicBool,
-) -> Result<()> {
-    let mut send = forward(&mut router);
-    let mut wms = vec![Watermark::MIN; inputs];
-    let mut ended = vec![false; inputs];
-    let mut current = Watermark::MIN;
-    let r = (|| {
-        while let Ok((from, msg)) = rx.recv() {
-            if cancel.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            match msg {
-                Message::Data(b) => push_through(&mut chain, Message::Data(b), &mut send)?,
-                Message::Watermark(w) => {
-                    if w > wms[from] {
-                        wms[from] = w;
-                    }
-                    advance(&mut chain, &wms, &ended, &mut current, &mut send)?;
-                }
-                Message::EndOfStream => {
-                    ended[from] = true;
-                    if ended.iter().all(|e| *e) {
-                        return push_through(&mut chain, Message::EndOfStream, &mut send);
-                    }
-                    advance(&mut chain, &wms, &ended, &mut current, &mut send)?;
-                }
-            }
-        }
-        // Every sender is gone without an end of stream: upstream failed and reports.
-        Ok(())
-    })();
-    quiet(r)
-}
-
-/// Pushes the combined watermark through the chain if it advanced.
-fn advance(
-    chain: &mut Chain,
-    wms: &[Watermark],
-    ended: &[bool],
-    current: &mut Watermark,
-    send: &mut dyn FnMut(Message) -> Result<()>,
-) -> Result<()> {
-    let combined = wms
-        .iter()
-        .zip(ended)
-        .filter(|(_, e)| !**e)
-        .map(|(w, _)| *w)
-        .min()
-        .unwrap_or(Watermark::MAX);
-    if combined > *current {
-        *current = combined;
-        push_through(chain, Message::Watermark(combined), send)?;
-    }
-    Ok(())
+fn spawn(
+    name: String,
+    f: impl FnOnce() -> Result<()> + Send + 'static,
+) -> Result<thread::JoinHandle<Result<()>>> {
+    thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(|e| Error::runtime(format!("cannot start a thread: {e}")))
 }

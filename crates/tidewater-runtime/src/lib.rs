@@ -9,16 +9,26 @@
 //! - [`exec`]: the executor: one thread per subtask, bounded channels between stages
 //!   (backpressure), hash exchange by key group, watermark = min over inputs.
 //! - [`watermark`]: the operator that turns an event-time column into watermarks.
+//! - [`message`]: what channels carry — batches, watermarks, barriers, end of stream.
+//! - [`checkpoint`]: the coordinator (trigger, collect acks, write the manifest, tell
+//!   sinks to commit) and restore; the decisions themselves are `tidewater-state`'s.
+//! - `task` (private): the subtask loops — sources inject barriers, stages align them.
 //!
 //! The runtime knows nothing about SQL or connectors: those crates build a
 //! [`Dataflow`] and hand it to [`exec::execute`].
 
+pub mod checkpoint;
 pub mod dataflow;
 pub mod exec;
+pub mod message;
 pub mod operator;
 pub mod source;
+mod task;
 pub mod watermark;
 
+pub use checkpoint::CheckpointConfig;
 pub use dataflow::{Chain, Dataflow, Partitioning, SourceStage, Stage};
-pub use operator::{Operator, Output};
+pub use exec::{ExecOptions, ExecReport};
+pub use message::{Barrier, Message};
+pub use operator::{KEY_GROUP_COLUMN, Operator, Output, RestoredState, StateWriter};
 pub use source::SourceReader;

@@ -4,16 +4,18 @@
 
 use std::sync::Arc;
 
+use arrow::array::Int64Array;
 use arrow::array::{Array, AsArray};
 use arrow::compute::kernels::boolean::not;
 use arrow::compute::{filter_record_batch, is_null, max};
-use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result, Watermark};
 
-use crate::{Operator, Output};
+use crate::operator::{RestoredState, StateWriter};
+use crate::{Barrier, Operator, Output};
 
 /// Emits `max(event time) - delay` after every batch that raises it. Rows without an
 /// event time cannot be placed in any window: with [`WatermarkGenerator::with_dead_letters`]
@@ -107,6 +109,41 @@ impl Operator for WatermarkGenerator {
         Ok(())
     }
 
+    fn on_barrier(&mut self, _barrier: &Barrier, state: &mut StateWriter) -> Result<()> {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "max_seen",
+            DataType::Int64,
+            true,
+        )]));
+        state.write(RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![self.max_seen]))],
+        )?);
+        Ok(())
+    }
+
+    /// Resumes from the smallest maximum any old subtask had seen: source subtasks share
+    /// their input, so a smaller value is safe (the window operators keep what fired),
+    /// and a larger one could turn rows of another subtask late.
+    fn restore(&mut self, state: RestoredState) -> Result<()> {
+        let mut min: Option<Option<i64>> = None;
+        for b in &state.batches {
+            let col = b
+                .column_by_name("max_seen")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .ok_or_else(|| Error::runtime("watermark state lacks 'max_seen'"))?;
+            for i in 0..col.len() {
+                let v = col.is_valid(i).then(|| col.value(i));
+                min = Some(match min {
+                    None => v,
+                    Some(m) => m.zip(v).map(|(a, b)| a.min(b)),
+                });
+            }
+        }
+        self.max_seen = min.flatten();
+        Ok(())
+    }
+
     fn name(&self) -> String {
         format!("Watermark(max - {} ms)", self.delay_ms)
     }
@@ -116,8 +153,7 @@ impl Operator for WatermarkGenerator {
 mod tests {
     use std::sync::Mutex;
 
-    use arrow::array::{Int64Array, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::array::TimestampMillisecondArray;
 
     use super::*;
 
@@ -159,10 +195,7 @@ mod tests {
         op.process_batch(batch, &mut out)?;
         let items: Vec<_> = out.drain().collect();
         match items.as_slice() {
-            [
-                tidewater_core::Message::Data(b),
-                tidewater_core::Message::Watermark(w),
-            ] => {
+            [crate::Message::Data(b), crate::Message::Watermark(w)] => {
                 assert_eq!(b.num_rows(), 2);
                 assert_eq!(*w, Watermark(6_000));
             }

@@ -21,7 +21,7 @@ use tidewater_window::{
     AggKind, AggSpec, SessionWindowOperator, SlicedWindowOperator, WindowInput, WindowSpec,
 };
 
-use crate::planner::Plan;
+use crate::planner::{CheckpointSettings, Plan};
 
 enum SourceDef {
     Batches(SchemaRef, Vec<RecordBatch>),
@@ -79,6 +79,7 @@ pub struct JobBuilder {
     aggs: Vec<(AggKind, Option<String>)>,
     sink: Option<SinkDef>,
     metrics: Arc<JobMetrics>,
+    checkpoint: CheckpointSettings,
 }
 
 impl std::fmt::Debug for JobBuilder {
@@ -105,6 +106,18 @@ impl JobBuilder {
     /// Subtasks per operator (default: the number of cores).
     pub fn parallelism(mut self, n: usize) -> Self {
         self.parallelism = Some(n.max(1));
+        self
+    }
+
+    /// Takes a checkpoint every `interval` (default: no checkpoints), into `dir` when
+    /// given (else the caller's default).
+    pub fn checkpoint_every(
+        mut self,
+        interval: std::time::Duration,
+        dir: Option<std::path::PathBuf>,
+    ) -> Self {
+        self.checkpoint.interval = Some(interval).filter(|i| !i.is_zero());
+        self.checkpoint.dir = dir;
         self
     }
 
@@ -262,6 +275,7 @@ impl JobBuilder {
                     schema: out_schema.clone(),
                     parallelism: p,
                     metrics: self.metrics.clone(),
+                    checkpointing: self.checkpoint.interval.is_some(),
                 })?
             }
         };
@@ -312,6 +326,7 @@ impl JobBuilder {
             notes: vec![format!("Window  {}", spec.describe())],
             dataflow,
             metrics: self.metrics,
+            checkpoint: self.checkpoint,
         })
     }
 }

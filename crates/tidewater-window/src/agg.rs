@@ -395,3 +395,149 @@ pub(crate) fn result_batch(
         columns,
     )?)
 }
+
+/// Partials in checkpoints: a tag byte, then little-endian fields. Written and read only
+/// by this module, in the order of the query's aggregates.
+impl Acc {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        fn opt<T>(out: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
+            match v {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    put(out, v);
+                }
+            }
+        }
+        fn string(out: &mut Vec<u8>, s: &str) {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        match self {
+            Acc::Count(c) => {
+                out.push(1);
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+            Acc::SumI { sum, n } => {
+                out.push(2);
+                out.extend_from_slice(&sum.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::SumF { sum, n } => {
+                out.push(3);
+                out.extend_from_slice(&sum.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::ExtI(v) => {
+                out.push(4);
+                opt(out, *v, |o, v| o.extend_from_slice(&v.to_le_bytes()));
+            }
+            Acc::ExtF(v) => {
+                out.push(5);
+                opt(out, *v, |o, v| o.extend_from_slice(&v.to_le_bytes()));
+            }
+            Acc::ExtS(v) => {
+                out.push(6);
+                opt(out, v.as_deref(), string);
+            }
+            Acc::DistinctI(m) => {
+                out.push(7);
+                out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                for (k, c) in m.iter() {
+                    out.extend_from_slice(&k.to_le_bytes());
+                    out.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+            Acc::DistinctS(m) => {
+                out.push(8);
+                out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                for (k, c) in m.iter() {
+                    string(out, k);
+                    out.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Reads one partial written by [`Acc::encode`], advancing `input`.
+    pub(crate) fn decode(input: &mut &[u8]) -> Result<Acc> {
+        fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+            if input.len() < n {
+                return Err(Error::runtime("window state: partial cut short"));
+            }
+            let (a, b) = input.split_at(n);
+            *input = b;
+            Ok(a)
+        }
+        fn arr<const N: usize>(input: &mut &[u8]) -> Result<[u8; N]> {
+            let mut a = [0u8; N];
+            a.copy_from_slice(take(input, N)?);
+            Ok(a)
+        }
+        fn i64_(input: &mut &[u8]) -> Result<i64> {
+            Ok(i64::from_le_bytes(arr(input)?))
+        }
+        fn u32_(input: &mut &[u8]) -> Result<u32> {
+            Ok(u32::from_le_bytes(arr(input)?))
+        }
+        fn string(input: &mut &[u8]) -> Result<Box<str>> {
+            let n = u32_(input)? as usize;
+            let b = take(input, n)?;
+            std::str::from_utf8(b)
+                .map(Into::into)
+                .map_err(|_| Error::runtime("window state: string is not UTF-8"))
+        }
+        fn some(input: &mut &[u8]) -> Result<bool> {
+            Ok(take(input, 1)?[0] == 1)
+        }
+        let tag = take(input, 1)?[0];
+        Ok(match tag {
+            1 => Acc::Count(i64_(input)?),
+            2 => Acc::SumI {
+                sum: i64_(input)?,
+                n: i64_(input)?,
+            },
+            3 => Acc::SumF {
+                sum: f64::from_le_bytes(arr(input)?),
+                n: i64_(input)?,
+            },
+            4 => Acc::ExtI(if some(input)? {
+                Some(i64_(input)?)
+            } else {
+                None
+            }),
+            5 => Acc::ExtF(if some(input)? {
+                Some(f64::from_le_bytes(arr(input)?))
+            } else {
+                None
+            }),
+            6 => Acc::ExtS(if some(input)? {
+                Some(string(input)?)
+            } else {
+                None
+            }),
+            7 => {
+                let n = u32_(input)?;
+                let mut m = HashMap::with_capacity(n as usize);
+                for _ in 0..n {
+                    m.insert(i64_(input)?, u32_(input)?);
+                }
+                Acc::DistinctI(Box::new(m))
+            }
+            8 => {
+                let n = u32_(input)?;
+                let mut m = HashMap::with_capacity(n as usize);
+                for _ in 0..n {
+                    let k = string(input)?;
+                    m.insert(k, u32_(input)?);
+                }
+                Acc::DistinctS(Box::new(m))
+            }
+            other => {
+                return Err(Error::runtime(format!(
+                    "window state: unknown partial tag {other}"
+                )));
+            }
+        })
+    }
+}

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod session;
 pub mod sliced;
 pub mod spec;
+mod state;
 
 pub use agg::{AggKind, AggSpec};
 pub use session::SessionWindowOperator;
@@ -53,6 +54,25 @@ pub struct WindowInput {
     pub aggs: Vec<AggSpec>,
     /// Job counters (late events).
     pub metrics: Arc<JobMetrics>,
+}
+
+/// `" by k1, k2: SUM(#3), COUNT(*)"`: what the state of a window operator holds, for
+/// `explain` and for telling whether a checkpoint fits the plan.
+pub(crate) fn describe_aggs(input: &WindowInput) -> String {
+    let keys: Vec<&str> = input.key_fields.iter().map(|f| f.name().as_str()).collect();
+    let aggs: Vec<String> = input
+        .aggs
+        .iter()
+        .map(|a| match a.arg {
+            None => format!("{:?}", a.kind).to_uppercase(),
+            Some(i) => format!(
+                "{}(#{i} {})",
+                format!("{:?}", a.kind).to_uppercase(),
+                a.arg_type
+            ),
+        })
+        .collect();
+    format!(" by [{}]: {}", keys.join(", "), aggs.join(", "))
 }
 
 /// One input batch as the operators read it, row by row.

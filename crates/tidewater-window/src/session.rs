@@ -13,11 +13,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Result, Watermark};
-use tidewater_runtime::{Operator, Output};
+use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateWriter};
 
 use crate::agg::{Acc, AggSpec, ArgView, OutColumn, result_batch};
 use crate::keys::KeyTable;
-use crate::{BatchView, WindowInput, WindowSpec};
+use crate::state::{self, StateBuilder};
+use crate::{BatchView, WindowInput, WindowSpec, describe_aggs};
 
 #[derive(Debug)]
 struct Session {
@@ -60,6 +61,21 @@ impl SessionWindowOperator {
             timers: BTreeSet::new(),
             watermark: Watermark::MIN,
         })
+    }
+
+    /// The id of `key`, with live (possibly empty) session state.
+    fn intern(&mut self, key: &[u8]) -> usize {
+        let id = self.keys.intern(key) as usize;
+        if id >= self.states.len() {
+            self.states.resize_with(id + 1, KeySessions::default);
+        }
+        if !self.states[id].live {
+            self.states[id] = KeySessions {
+                sessions: Vec::new(),
+                live: true,
+            };
+        }
+        id
     }
 
     fn add_event(&mut self, id: usize, ts: i64, args: &[ArgView], row: usize) {
@@ -166,16 +182,7 @@ impl Operator for SessionWindowOperator {
                 late += 1;
                 continue;
             }
-            let id = self.keys.intern(KeyTable::key_of(&rows, row)) as usize;
-            if id >= self.states.len() {
-                self.states.resize_with(id + 1, KeySessions::default);
-            }
-            if !self.states[id].live {
-                self.states[id] = KeySessions {
-                    sessions: Vec::new(),
-                    live: true,
-                };
-            }
+            let id = self.intern(KeyTable::key_of(&rows, row));
             self.add_event(id, t, &args, row);
         }
         JobMetrics::add(&self.metrics.late_events, late);
@@ -193,7 +200,48 @@ impl Operator for SessionWindowOperator {
         self.fire_until(Watermark::MAX, out)
     }
 
+    /// State: every open session of every key (keyed) and the watermark.
+    fn on_barrier(&mut self, _barrier: &Barrier, state: &mut StateWriter) -> Result<()> {
+        let mut b = StateBuilder::default();
+        for (id, st) in self.states.iter().enumerate() {
+            if st.live {
+                for s in &st.sessions {
+                    b.push(id as u32, s.start, s.end, &s.accs);
+                }
+            }
+        }
+        state.write(b.finish(&self.keys, &self.input.key_fields, (self.watermark.0, 0))?);
+        Ok(())
+    }
+
+    fn restore(&mut self, restored: RestoredState) -> Result<()> {
+        let n = self.input.aggs.len();
+        for batch in &restored.batches {
+            let rows = state::read(batch, self.input.key_columns)?;
+            let keys = self.keys.rows(&rows.key_columns)?;
+            for r in 0..batch.num_rows() {
+                if let Some((wm, _)) = rows.clock(r) {
+                    self.watermark = self.watermark.max(Watermark(wm));
+                    continue;
+                }
+                let id = self.intern(KeyTable::key_of(&keys, r));
+                let (start, end) = (rows.a.value(r), rows.b.value(r));
+                self.states[id].sessions.push(Session {
+                    start,
+                    end,
+                    accs: rows.accs(r, n)?.into(),
+                });
+                self.timers.insert((end, id as u32));
+            }
+        }
+        Ok(())
+    }
+
     fn name(&self) -> String {
-        format!("Window[SESSION gap {} ms]", self.gap)
+        format!(
+            "Window[SESSION gap {} ms]{}",
+            self.gap,
+            describe_aggs(&self.input)
+        )
     }
 }

@@ -16,11 +16,12 @@ use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::time::floor_div;
 use tidewater_core::{Error, Result, Watermark};
-use tidewater_runtime::{Operator, Output};
+use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateWriter};
 
 use crate::agg::{Acc, AggSpec, OutColumn, result_batch};
 use crate::keys::KeyTable;
-use crate::{BatchView, WindowInput, WindowSpec};
+use crate::state::{self, StateBuilder};
+use crate::{BatchView, WindowInput, WindowSpec, describe_aggs};
 
 /// Per key: its slices that hold data, ordered by slice index, and a running window
 /// accumulator.
@@ -123,6 +124,44 @@ impl SlicedWindowOperator {
             step,
         );
         offset.saturating_add(k.saturating_mul(step))
+    }
+
+    /// The arena slot of key `id`'s partials of slice `s`, creating key state and the
+    /// slice as needed.
+    fn slot_of(&mut self, id: usize, s: i64) -> u32 {
+        let aggs = &self.input.aggs;
+        let n = aggs.len();
+        if id >= self.states.len() {
+            self.states.resize_with(id + 1, KeyState::default);
+            while self.runs.len() < (id + 1) * n {
+                self.runs.extend(aggs.iter().map(AggSpec::empty));
+            }
+        }
+        let st = &mut self.states[id];
+        if !st.live {
+            *st = KeyState {
+                slices: VecDeque::new(),
+                front: i64::MAX,
+                back: i64::MIN,
+                run_hi: i64::MIN,
+                run_valid: false,
+                live: true,
+            };
+            self.live.push(id as u32);
+        }
+        // Events arrive nearly in order: look for the slice from the back.
+        let pos = st.slices.iter().rposition(|(x, _)| *x <= s);
+        match pos {
+            Some(p) if st.slices[p].0 == s => st.slices[p].1,
+            _ => {
+                let at = pos.map_or(0, |p| p + 1);
+                let slot = self.arena.alloc(aggs);
+                st.slices.insert(at, (s, slot));
+                st.sync_ends();
+                *self.slice_counts.entry(s).or_default() += 1;
+                slot
+            }
+        }
     }
 
     fn fire_until(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
@@ -312,39 +351,10 @@ impl Operator for SlicedWindowOperator {
                 continue;
             }
             let id = self.keys.intern(KeyTable::key_of(&rows, row)) as usize;
+            let slot = self.slot_of(id, s);
             let aggs = &self.input.aggs;
             let n = aggs.len();
-            if id >= self.states.len() {
-                self.states.resize_with(id + 1, KeyState::default);
-                while self.runs.len() < (id + 1) * n {
-                    self.runs.extend(aggs.iter().map(AggSpec::empty));
-                }
-            }
-            let st = &mut self.states[id];
-            if !st.live {
-                *st = KeyState {
-                    slices: VecDeque::new(),
-                    front: i64::MAX,
-                    back: i64::MIN,
-                    run_hi: i64::MIN,
-                    run_valid: false,
-                    live: true,
-                };
-                self.live.push(id as u32);
-            }
-            // Events arrive nearly in order: look for the slice from the back.
-            let pos = st.slices.iter().rposition(|(x, _)| *x <= s);
-            let at = match pos {
-                Some(p) if st.slices[p].0 == s => p,
-                _ => {
-                    let at = pos.map_or(0, |p| p + 1);
-                    st.slices.insert(at, (s, self.arena.alloc(aggs)));
-                    st.sync_ends();
-                    *self.slice_counts.entry(s).or_default() += 1;
-                    at
-                }
-            };
-            let slot = st.slices[at].1;
+            let st = &self.states[id];
             for ((acc, spec), arg) in self.arena.get_mut(slot, n).iter_mut().zip(aggs).zip(&args) {
                 acc.update(spec.kind, arg, row);
             }
@@ -381,7 +391,49 @@ impl Operator for SlicedWindowOperator {
         self.fire_until(Watermark::MAX, out)
     }
 
+    /// State: every key's slice partials (keyed) and the clock. Running results are
+    /// not stored; a restored key re-merges its slices at its next result.
+    fn on_barrier(&mut self, _barrier: &Barrier, state: &mut StateWriter) -> Result<()> {
+        let n = self.input.aggs.len();
+        let mut b = StateBuilder::default();
+        for &id in &self.live {
+            for (s, slot) in &self.states[id as usize].slices {
+                b.push(id, *s, *s, self.arena.get(*slot, n));
+            }
+        }
+        state.write(b.finish(
+            &self.keys,
+            &self.input.key_fields,
+            (self.watermark.0, self.fired_end),
+        )?);
+        Ok(())
+    }
+
+    fn restore(&mut self, restored: RestoredState) -> Result<()> {
+        let n = self.input.aggs.len();
+        for batch in &restored.batches {
+            let rows = state::read(batch, self.input.key_columns)?;
+            let keys = self.keys.rows(&rows.key_columns)?;
+            for r in 0..batch.num_rows() {
+                if let Some((wm, fired)) = rows.clock(r) {
+                    self.watermark = self.watermark.max(Watermark(wm));
+                    self.fired_end = self.fired_end.max(fired);
+                    continue;
+                }
+                let id = self.keys.intern(KeyTable::key_of(&keys, r)) as usize;
+                let accs = rows.accs(r, n)?;
+                let slot = self.slot_of(id, rows.a.value(r));
+                self.arena.get_mut(slot, n).clone_from_slice(&accs);
+            }
+        }
+        Ok(())
+    }
+
     fn name(&self) -> String {
-        format!("Window[{}]", self.spec.describe())
+        format!(
+            "Window[{}]{}",
+            self.spec.describe(),
+            describe_aggs(&self.input)
+        )
     }
 }

@@ -9,8 +9,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tidewater_core::Result;
 use tidewater_core::metrics::JobMetrics;
+use tidewater_core::{Error, Result};
 use tidewater_runtime::SourceReader;
 
 use crate::TableOptions;
@@ -107,6 +107,12 @@ impl SourceReader for DatagenSource {
             Some(t) => (t - first).min(self.block),
             None => self.block,
         } as usize;
+        // Each block draws from its own seed, so a resumed run regenerates exactly the
+        // rows an uninterrupted one would have.
+        let global_block = self.next_block * self.parallelism + self.subtask;
+        self.rng = SmallRng::seed_from_u64(
+            0x7469_6465_u64 ^ global_block.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         self.next_block += 1;
         let started = *self.started.get_or_insert_with(Instant::now);
         let gens = self.gens.clone();
@@ -124,6 +130,42 @@ impl SourceReader for DatagenSource {
             std::thread::sleep(wait);
         }
         Ok(Some(RecordBatch::try_new(schema, cols)?))
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn snapshot(&mut self, _epoch: u64) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({ "next_block": self.next_block, "rows_per_block": self.block }))
+    }
+
+    fn restore(&mut self, positions: &[serde_json::Value]) -> Result<()> {
+        if positions.len() as u64 != self.parallelism {
+            return Err(Error::Checkpoint(format!(
+                "the datagen source ran with parallelism {} in the checkpoint and has {} now; \
+                 its positions cannot be split differently: use the old parallelism or \
+                 --from-scratch",
+                positions.len(),
+                self.parallelism
+            )));
+        }
+        let pos = &positions[self.subtask as usize];
+        let (Some(next), Some(block)) =
+            (pos["next_block"].as_u64(), pos["rows_per_block"].as_u64())
+        else {
+            return Err(Error::Checkpoint(format!(
+                "datagen: unreadable position {pos}"
+            )));
+        };
+        if block != self.block {
+            return Err(Error::Checkpoint(format!(
+                "datagen: 'rows-per-second' changed since the checkpoint (blocks of {block} rows, now {}); use the old rate or --from-scratch",
+                self.block
+            )));
+        }
+        self.next_block = next;
+        Ok(())
     }
 }
 

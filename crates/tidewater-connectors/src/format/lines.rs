@@ -52,6 +52,8 @@ pub struct LineReader<R> {
     origin: Arc<str>,
     is_file: bool,
     carry: Vec<u8>,
+    /// Byte offset in the input of `carry[0]`: where the next unread line starts.
+    offset: u64,
     next_line: u64,
     eof: bool,
     /// The last read returned less than asked for.
@@ -67,6 +69,7 @@ impl<R: Read> LineReader<R> {
             origin,
             is_file,
             carry: Vec::new(),
+            offset: 0,
             next_line: 1,
             eof: false,
             short: false,
@@ -79,10 +82,12 @@ impl<R: Read> LineReader<R> {
         loop {
             if let Some(i) = memchr::memchr(b'\n', &self.carry) {
                 self.carry.drain(..=i);
+                self.offset += i as u64 + 1;
                 self.next_line += 1;
                 return Ok(());
             }
             if self.eof || !self.fill()? {
+                self.offset += self.carry.len() as u64;
                 self.carry.clear();
                 return Ok(());
             }
@@ -137,7 +142,21 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// Continues numbering as if the input had started `offset` bytes and `line - 1`
+    /// lines earlier (the reader was positioned at `offset` by the caller).
+    pub fn resumed_at(mut self, offset: u64, line: u64) -> Self {
+        self.offset = offset;
+        self.next_line = line;
+        self
+    }
+
+    /// Byte offset and line number of the next line not yet handed out.
+    pub fn position(&self) -> (u64, u64) {
+        (self.offset, self.next_line)
+    }
+
     fn emit(&mut self, data: Vec<u8>) -> Chunk {
+        self.offset += data.len() as u64;
         let c = Chunk {
             origin: self.origin.clone(),
             is_file: self.is_file,

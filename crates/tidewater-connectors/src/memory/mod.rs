@@ -12,7 +12,9 @@ use tidewater_runtime::{Operator, Output, SourceReader};
 /// Yields its share of a list of batches.
 #[derive(Debug)]
 pub struct MemorySource {
-    batches: std::vec::IntoIter<RecordBatch>,
+    batches: Vec<RecordBatch>,
+    next: usize,
+    index: usize,
     metrics: Arc<JobMetrics>,
 }
 
@@ -31,9 +33,12 @@ impl MemorySource {
         }
         parts
             .into_iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(index, p)| {
                 Box::new(MemorySource {
-                    batches: p.into_iter(),
+                    batches: p,
+                    next: 0,
+                    index,
                     metrics: metrics.clone(),
                 }) as Box<dyn SourceReader>
             })
@@ -43,11 +48,32 @@ impl MemorySource {
 
 impl SourceReader for MemorySource {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let b = self.batches.next();
+        let b = self.batches.get(self.next).cloned();
         if let Some(b) = &b {
+            self.next += 1;
             JobMetrics::add(&self.metrics.records_in, b.num_rows() as u64);
         }
         Ok(b)
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn snapshot(&mut self, _epoch: u64) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({ "next": self.next }))
+    }
+
+    /// Positions are per reader: the parallelism must be the one checkpointed.
+    fn restore(&mut self, positions: &[serde_json::Value]) -> Result<()> {
+        let me = positions
+            .get(self.index)
+            .and_then(|p| p["next"].as_u64())
+            .ok_or_else(|| {
+                Error::Checkpoint("memory source: no position for this reader".into())
+            })?;
+        self.next = me as usize;
+        Ok(())
     }
 }
 

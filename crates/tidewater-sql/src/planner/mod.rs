@@ -11,7 +11,9 @@
 mod source;
 mod window;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use sqlparser::ast::{GroupByExpr, SelectItem, SetExpr, TableFactor};
@@ -26,7 +28,58 @@ use crate::operators::ProjectOperator;
 use crate::parse::{ColumnKind, JobFile, Loc, TableDef};
 
 /// Settings the planner accepts in `SET` statements.
-pub const SETTINGS: &[&str] = &["parallelism.default", "pipeline.name"];
+pub const SETTINGS: &[&str] = &[
+    "parallelism.default",
+    "pipeline.name",
+    "execution.checkpointing.interval",
+    "state.checkpoints.dir",
+    "state.checkpoints.num-retained",
+];
+
+/// Checkpoint settings of a job (Flink's setting names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// 'execution.checkpointing.interval' (or `--checkpoint-interval`); `None`: off.
+    pub interval: Option<Duration>,
+    /// 'state.checkpoints.dir'; `None`: the caller's default.
+    pub dir: Option<PathBuf>,
+    /// 'state.checkpoints.num-retained': complete checkpoints kept (default 3).
+    pub retained: usize,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            interval: None,
+            dir: None,
+            retained: 3,
+        }
+    }
+}
+
+/// Parses a duration the way Flink writes them: `500ms`, `1s`, `10 s`, `2min`, `1h`; a
+/// bare number is milliseconds.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. '500ms', '1s', '2min')"))?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => Some(n),
+        "s" | "sec" | "secs" | "second" | "seconds" => n.checked_mul(1_000),
+        "m" | "min" | "mins" | "minute" | "minutes" => n.checked_mul(60_000),
+        "h" | "hour" | "hours" => n.checked_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown time unit '{other}' in '{text}'; use ms, s, min or h"
+            ));
+        }
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
 
 /// Planner inputs that do not come from the job file.
 #[derive(Debug, Clone)]
@@ -39,6 +92,9 @@ pub struct PlanOptions {
     pub metrics: Arc<JobMetrics>,
     /// Capacity of each channel in batches (default 8).
     pub channel_capacity: usize,
+    /// Checkpoint interval from the command line; overrides the job file's setting
+    /// (`Some(0)` turns checkpointing off).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl Default for PlanOptions {
@@ -48,6 +104,7 @@ impl Default for PlanOptions {
             name: "job".into(),
             metrics: Arc::default(),
             channel_capacity: 8,
+            checkpoint_interval: None,
         }
     }
 }
@@ -65,6 +122,8 @@ pub struct Plan {
     pub dataflow: Dataflow,
     /// The counters its operators update.
     pub metrics: Arc<JobMetrics>,
+    /// Checkpointing as the job file and options say.
+    pub checkpoint: CheckpointSettings,
 }
 
 impl Plan {
@@ -86,8 +145,20 @@ impl Plan {
 pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
     let mut name = opts.name.clone();
     let mut set_parallelism = None;
+    let mut checkpoint = CheckpointSettings::default();
     for (k, v, loc) in &job.settings {
         match k.as_str() {
+            "execution.checkpointing.interval" => {
+                let d = parse_duration(v).map_err(|e| loc.error(format!("'{k}': {e}")))?;
+                checkpoint.interval = Some(d);
+            }
+            "state.checkpoints.dir" => checkpoint.dir = Some(PathBuf::from(v)),
+            "state.checkpoints.num-retained" => {
+                checkpoint.retained =
+                    v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        loc.error(format!("'{k}' must be a positive integer, got '{v}'"))
+                    })?;
+            }
             "parallelism.default" => {
                 let p: usize = v.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
                     loc.error(format!(
@@ -108,6 +179,11 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
             }
         }
     }
+    if let Some(i) = opts.checkpoint_interval {
+        checkpoint.interval = Some(i);
+    }
+    checkpoint.interval = checkpoint.interval.filter(|i| !i.is_zero());
+    let checkpointing = checkpoint.interval.is_some();
     let parallelism = opts
         .parallelism
         .or(set_parallelism)
@@ -231,7 +307,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
             if window::contains_aggregate(items.iter().map(|(e, _)| e)) {
                 return Err(loc.error("aggregates need a window: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) ... GROUP BY window_start, window_end"));
             }
-            let sinks = sink_ops(&sink_options, &sink_schema, n, opts)?;
+            let sinks = sink_ops(&sink_options, &sink_schema, n, opts, checkpointing)?;
             let mut notes = src.notes;
             notes.push(format!(
                 "Sink    '{}' connector {} {:?}",
@@ -266,6 +342,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 notes,
                 dataflow,
                 metrics: opts.metrics.clone(),
+                checkpoint: checkpoint.clone(),
             })
         }
         TableFactor::TableFunction { expr, .. } => {
@@ -277,7 +354,13 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 &items,
                 &sink_schema,
             )?;
-            let sinks = sink_ops(&sink_options, &sink_schema, parallelism, opts)?;
+            let sinks = sink_ops(
+                &sink_options,
+                &sink_schema,
+                parallelism,
+                opts,
+                checkpointing,
+            )?;
             let mut notes = w.notes;
             notes.push(format!(
                 "Sink    '{}' connector {} {:?}",
@@ -310,6 +393,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 notes,
                 dataflow,
                 metrics: opts.metrics.clone(),
+                checkpoint: checkpoint.clone(),
             })
         }
         other => Err(loc.error(format!(
@@ -348,12 +432,14 @@ fn sink_ops(
     schema: &SchemaRef,
     n: usize,
     opts: &PlanOptions,
+    checkpointing: bool,
 ) -> Result<Vec<Box<dyn Operator>>> {
     let ops = create_sink(&SinkContext {
         options: o,
         schema: schema.clone(),
         parallelism: n,
         metrics: opts.metrics.clone(),
+        checkpointing,
     })?;
     if ops.len() != n {
         return Err(Error::runtime(format!(
