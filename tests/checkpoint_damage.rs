@@ -15,324 +15,24 @@
 //! The only waiting is polling the checkpoint directory for the condition a test needs
 //! (there is no other signal); nothing is asserted about time.
 
-use std::collections::{BTreeMap, BTreeSet};
+#[path = "common/checkpointed.rs"]
+mod checkpointed;
+
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Output;
 
-use chrono::NaiveDateTime;
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidewater");
-
-/// Event time of row 0: 2023-11-14T22:13:20Z, a multiple of the 2 s slide.
-const T0: i64 = 1_700_000_000_000;
-/// Rows of the bounded source.
-const ROWS: i64 = 40_000;
-/// Rows per second of wall time (the source paces itself).
-const RATE: i64 = 20_000;
-/// Keys: row `r` has key `r % KEYS`.
-const KEYS: i64 = 7;
-/// Parallelism of every stage.
-const PARALLELISM: &str = "2";
-/// Complete checkpoints to wait for before interrupting a job (the default retention).
-const MIN_COMPLETE: usize = 3;
-/// Upper bound on waiting for a condition of the checkpoint directory.
-const POLL_LIMIT: Duration = Duration::from_secs(90);
+use checkpointed::{
+    Interrupted, PARALLELISM, ROWS, Scenario, all_committed_rows, all_epochs, assert_exit_2,
+    assert_rows_exact, assert_success, committed_rows, complete_epochs, expected_rows, file_names,
+    interrupt_with_output, manifest, parse_part, restored_epoch, resume_and_check,
+    resume_and_check_except, rows_before, sources, stderr, stdout, summary, tidewater,
+};
 
 // ---------------------------------------------------------------------------------------
-// The job and its expected output
+// Damage
 // ---------------------------------------------------------------------------------------
-
-/// One result row: window start and end (epoch ms), key, SUM(seq), COUNT(*).
-type Row = (i64, i64, i64, i64, i64);
-
-/// A path as a SQL string literal.
-fn sql_path(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "''"))
-}
-
-/// HOP 2 s / `size_s` s, SUM(seq) and COUNT(*) by key, into CSV part files in `out`.
-fn job_sql(out: &Path, size_s: u32) -> String {
-    format!(
-        "CREATE TABLE gen (
-  seq BIGINT,
-  ts_ms BIGINT,
-  k AS seq % {KEYS},
-  ts AS TO_TIMESTAMP_LTZ(ts_ms, 3),
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
-) WITH (
-  'connector' = 'datagen',
-  'rows-per-second' = '{RATE}',
-  'number-of-rows' = '{ROWS}',
-  'fields.seq.kind' = 'sequence',
-  'fields.seq.start' = '0',
-  'fields.ts_ms.kind' = 'sequence',
-  'fields.ts_ms.start' = '{T0}'
-);
-
-CREATE TABLE sums (
-  window_start TIMESTAMP(3),
-  window_end TIMESTAMP(3),
-  k BIGINT,
-  total BIGINT,
-  n BIGINT
-) WITH ('connector' = 'filesystem', 'path' = {out}, 'format' = 'csv');
-
-INSERT INTO sums
-SELECT window_start, window_end, k, SUM(seq), COUNT(*)
-FROM TABLE(HOP(TABLE gen, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '{size_s}' SECOND))
-GROUP BY window_start, window_end, k;
-",
-        out = sql_path(out)
-    )
-}
-
-/// The job's output computed directly: every (window, key) with its sum and count,
-/// sorted.
-fn expected_rows(size_s: u32) -> Vec<Row> {
-    let (slide, size) = (2_000, i64::from(size_s) * 1_000);
-    let mut m: BTreeMap<(i64, i64, i64), (i64, i64)> = BTreeMap::new();
-    for r in 0..ROWS {
-        let ts = T0 + r;
-        let mut start = ts.div_euclid(slide) * slide;
-        while start > ts - size {
-            let e = m.entry((start, start + size, r % KEYS)).or_default();
-            e.0 += r;
-            e.1 += 1;
-            start -= slide;
-        }
-    }
-    m.into_iter()
-        .map(|((s, e, k), (sum, n))| (s, e, k, sum, n))
-        .collect()
-}
-
-/// Rows the source had emitted before the position `sources` (a manifest's source
-/// positions): `next_block` blocks of `rows_per_block` per subtask, dealt round-robin.
-fn rows_before(sources: &[Value]) -> u64 {
-    let p = sources.len() as i64;
-    let mut n = 0;
-    for (s, pos) in sources.iter().enumerate() {
-        let next = pos["next_block"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no next_block in {pos}"));
-        let block = pos["rows_per_block"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no rows_per_block in {pos}"));
-        for b in 0..next {
-            let first = (b * p + s as i64) * block;
-            n += (ROWS - first).clamp(0, block);
-        }
-    }
-    n as u64
-}
-
-// ---------------------------------------------------------------------------------------
-// A job in a temporary directory
-// ---------------------------------------------------------------------------------------
-
-/// `job.sql`, its sink directory `out` and its checkpoint directory `ck`, in a fresh
-/// temporary directory.
-struct Scenario {
-    tmp: tempfile::TempDir,
-    job: PathBuf,
-    out: PathBuf,
-    ck: PathBuf,
-}
-
-impl Scenario {
-    fn new(size_s: u32) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let job = tmp.path().join("job.sql");
-        let out = tmp.path().join("out");
-        let ck = tmp.path().join("ck");
-        let s = Self { tmp, job, out, ck };
-        s.write_job(size_s);
-        s
-    }
-
-    fn write_job(&self, size_s: u32) {
-        fs::write(&self.job, job_sql(&self.out, size_s)).unwrap();
-    }
-
-    /// `tidewater run job.sql -p 2 --checkpoint-interval 100ms --checkpoint-dir ck`
-    /// plus `extra`.
-    fn command(&self, extra: &[&str]) -> Command {
-        let mut c = tidewater();
-        c.arg("run")
-            .arg(&self.job)
-            .args(["-p", PARALLELISM, "--checkpoint-interval", "100ms"])
-            .arg("--checkpoint-dir")
-            .arg(&self.ck)
-            .args(extra)
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Runs the job (to its end or its failure).
-    fn run(&self, extra: &[&str]) -> Output {
-        self.command(extra).output().expect("run tidewater")
-    }
-
-    /// Runs the job and kills it once the checkpoint directory holds `MIN_COMPLETE`
-    /// complete checkpoints. Returns the complete epochs left, ascending; none of them
-    /// is the final one.
-    fn interrupt(&self) -> Vec<u64> {
-        let log = self.tmp.path().join("interrupted.stderr");
-        let mut child = self
-            .command(&[])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start tidewater");
-        let started = Instant::now();
-        loop {
-            if complete_epochs(&self.ck).len() >= MIN_COMPLETE {
-                break;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "the job ended ({status}) before it had {MIN_COMPLETE} complete \
-                     checkpoints; stderr:\n{}",
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            if started.elapsed() > POLL_LIMIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "no {MIN_COMPLETE} complete checkpoints in {:?} after {POLL_LIMIT:?}; \
-                     stderr:\n{}",
-                    self.ck,
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.kill().expect("kill tidewater");
-        child.wait().expect("wait for tidewater");
-        let complete = complete_epochs(&self.ck);
-        assert!(complete.len() >= MIN_COMPLETE, "complete: {complete:?}");
-        for e in &complete {
-            assert_eq!(
-                manifest(&self.ck, *e)["finished"],
-                Value::Bool(false),
-                "checkpoint {e} was taken after the input ended: the job was not \
-                 interrupted part way (raise ROWS)"
-            );
-        }
-        complete
-    }
-
-    fn epoch_dir(&self, epoch: u64) -> PathBuf {
-        epoch_dir(&self.ck, epoch)
-    }
-}
-
-fn tidewater() -> Command {
-    let mut c = Command::new(BIN);
-    // INFO lines (restores, warnings) on stderr as by default, without colours; a panic
-    // would show its backtrace.
-    c.env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .env("RUST_BACKTRACE", "1");
-    c
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstderr:\n{}\nstdout:\n{}",
-        out.status,
-        stderr(out),
-        stdout(out)
-    );
-    assert_no_panic(&stderr(out));
-}
-
-fn assert_no_panic(err: &str) {
-    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "internal error"] {
-        assert!(!err.contains(bad), "stderr mentions '{bad}':\n{err}");
-    }
-}
-
-/// Exit status 2, no panic, and every needle on stderr. Returns stderr.
-fn assert_exit_2(out: &Output, needles: &[&str]) -> String {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit status 2, got {}; stderr:\n{err}",
-        out.status
-    );
-    assert_no_panic(&err);
-    for n in needles {
-        assert!(err.contains(n), "stderr does not mention '{n}':\n{err}");
-    }
-    err
-}
-
-// ---------------------------------------------------------------------------------------
-// The checkpoint directory
-// ---------------------------------------------------------------------------------------
-
-fn epoch_dir(ck: &Path, epoch: u64) -> PathBuf {
-    ck.join(format!("chk-{epoch:010}"))
-}
-
-/// Epochs of every `chk-*` directory, ascending.
-fn all_epochs(ck: &Path) -> Vec<u64> {
-    let Ok(entries) = fs::read_dir(ck) else {
-        return Vec::new();
-    };
-    let mut out: Vec<u64> = entries
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("chk-"))
-                .and_then(|n| n.parse().ok())
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// Epochs whose directory holds a `_manifest`, ascending.
-fn complete_epochs(ck: &Path) -> Vec<u64> {
-    all_epochs(ck)
-        .into_iter()
-        .filter(|e| epoch_dir(ck, *e).join("_manifest").is_file())
-        .collect()
-}
-
-/// The JSON body of a checkpoint's manifest (after its header line).
-fn manifest(ck: &Path, epoch: u64) -> Value {
-    let path = epoch_dir(ck, epoch).join("_manifest");
-    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path:?}: {e}"));
-    let nl = bytes.iter().position(|b| *b == b'\n').unwrap();
-    let header = std::str::from_utf8(&bytes[..nl]).unwrap();
-    assert!(
-        header.starts_with("tidewater-manifest v1 crc32="),
-        "header of {path:?}: {header:?}"
-    );
-    serde_json::from_slice(&bytes[nl + 1..]).unwrap()
-}
-
-fn sources(ck: &Path, epoch: u64) -> Vec<Value> {
-    manifest(ck, epoch)["sources"].as_array().unwrap().clone()
-}
 
 fn flip_byte(path: &Path) {
     let mut b = fs::read(path).unwrap_or_else(|e| panic!("cannot read {path:?}: {e}"));
@@ -346,231 +46,21 @@ fn truncate_to_half(path: &Path) {
     fs::write(path, &b[..b.len() / 2]).unwrap();
 }
 
-/// The epoch in `restored checkpoint N in X ms`, if the run restored one.
-fn restored_epoch(err: &str) -> Option<u64> {
-    let at = err.find("restored checkpoint ")? + "restored checkpoint ".len();
-    err[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-// ---------------------------------------------------------------------------------------
-// The sink directory
-// ---------------------------------------------------------------------------------------
-
-/// Every file name in a sink directory, sorted (none when it does not exist).
-fn file_names(dir: &Path) -> BTreeSet<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return BTreeSet::new();
-    };
-    entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// A part file name, committed (`part-<run>-<subtask>-<epoch>.csv`) or in progress
-/// (`.part-....csv.inprogress`): (run, subtask, epoch).
-fn parse_part(name: &str) -> Option<(String, u64, u64)> {
-    let plain = name
-        .strip_prefix('.')
-        .and_then(|n| n.strip_suffix(".inprogress"))
-        .unwrap_or(name);
-    let rest = plain.strip_prefix("part-")?.strip_suffix(".csv")?;
-    let mut it = rest.rsplitn(3, '-');
-    let epoch = it.next()?.parse().ok()?;
-    let subtask = it.next()?.parse().ok()?;
-    Some((it.next()?.to_string(), subtask, epoch))
-}
-
-/// Rows of the committed parts among `names`; no hidden (in-progress) file may be left
-/// in the directory.
-fn committed_rows(dir: &Path, names: &BTreeSet<String>) -> Vec<Row> {
-    let all = file_names(dir);
-    let hidden: Vec<&String> = all.iter().filter(|n| n.starts_with('.')).collect();
-    assert!(
-        hidden.is_empty(),
-        "{dir:?} still holds hidden files after the job ended: {hidden:?}"
-    );
-    let mut rows = Vec::new();
-    for n in names.iter().filter(|n| n.starts_with("part-")) {
-        let text = fs::read_to_string(dir.join(n)).unwrap();
-        rows.extend(text.lines().map(parse_row));
-    }
-    rows
-}
-
-/// Rows of every committed part in the sink directory.
-fn all_committed_rows(dir: &Path) -> Vec<Row> {
-    committed_rows(dir, &file_names(dir))
-}
-
-fn parse_ts(s: &str) -> i64 {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.3f")
-        .unwrap_or_else(|e| panic!("bad timestamp {s:?}: {e}"))
-        .and_utc()
-        .timestamp_millis()
-}
-
-fn parse_row(line: &str) -> Row {
-    let f: Vec<&str> = line.split(',').collect();
-    assert_eq!(f.len(), 5, "expected 5 columns in row {line:?}");
-    let int = |s: &str| -> i64 {
-        s.parse()
-            .unwrap_or_else(|_| panic!("bad integer {s:?} in row {line:?}"))
-    };
-    (
-        parse_ts(f[0]),
-        parse_ts(f[1]),
-        int(f[2]),
-        int(f[3]),
-        int(f[4]),
-    )
-}
-
-/// The rows as a multiset equal `expected` (sorted); on failure, says which rows are
-/// missing and which are extra (duplicates included).
-fn assert_rows_exact(mut got: Vec<Row>, expected: &[Row], what: &str) {
-    got.sort_unstable();
-    if got == expected {
-        return;
-    }
-    let mut count: BTreeMap<&Row, i64> = BTreeMap::new();
-    for r in expected {
-        *count.entry(r).or_default() += 1;
-    }
-    for r in &got {
-        *count.entry(r).or_default() -= 1;
-    }
-    let missing: Vec<&Row> = count
-        .iter()
-        .filter(|(_, c)| **c > 0)
-        .map(|(r, _)| *r)
-        .collect();
-    let extra: Vec<&Row> = count
-        .iter()
-        .filter(|(_, c)| **c < 0)
-        .map(|(r, _)| *r)
-        .collect();
-    panic!(
-        "{what}: the committed output differs from the uninterrupted job's: {} rows, \
-         expected {}; {} missing (first: {:?}), {} extra or duplicated (first: {:?})",
-        got.len(),
-        expected.len(),
-        missing.len(),
-        &missing[..missing.len().min(5)],
-        extra.len(),
-        &extra[..extra.len().min(5)]
-    );
-}
-
-/// The counters `events in`, `late events` and `dead letters` of the summary line.
-fn summary(err: &str) -> (u64, u64, u64) {
-    let line = err
-        .lines()
-        .find(|l| l.contains("events in:"))
-        .unwrap_or_else(|| panic!("no summary on stderr:\n{err}"));
-    let counter = |label: &str| -> u64 {
-        let at = line
-            .find(label)
-            .unwrap_or_else(|| panic!("no '{label}' in summary {line:?}"));
-        line[at + label.len()..]
-            .trim_start()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap_or_else(|_| panic!("no number after '{label}' in {line:?}"))
-    };
-    (
-        counter("events in:"),
-        counter("late events:"),
-        counter("dead letters:"),
-    )
-}
-
 // ---------------------------------------------------------------------------------------
 // Resuming after damage
 // ---------------------------------------------------------------------------------------
-
-/// An interrupted job whose newest complete checkpoint has committed output of its own
-/// epoch, so that falling back past it must remove that output: the scenario, the
-/// complete epochs (ascending) and the newest checkpoint's parts (committed or in
-/// progress). Every checkpoint but the first normally covers output; a few attempts
-/// make a rare empty one harmless.
-fn interrupt_with_output() -> (Scenario, Vec<u64>, Vec<String>) {
-    for _ in 0..5 {
-        let s = Scenario::new(10);
-        let complete = s.interrupt();
-        let newest = *complete.last().unwrap();
-        let covered: Vec<String> = file_names(&s.out)
-            .into_iter()
-            .filter(|n| parse_part(n).is_some_and(|(_, _, e)| e == newest))
-            .collect();
-        if covered.iter().any(|n| !n.starts_with('.')) {
-            return (s, complete, covered);
-        }
-    }
-    panic!("in 5 attempts, the newest checkpoint never had committed output");
-}
-
-/// Reruns the interrupted job to its end and checks that it restored `restore` (with
-/// `warnings` on stderr), read only the input after that checkpoint, and that the
-/// committed output is exactly the uninterrupted job's. Returns stderr.
-fn resume_and_check(s: &Scenario, restore: u64, warnings: &[String], what: &str) -> String {
-    resume_and_check_except(s, restore, warnings, &[], what)
-}
-
-/// [`resume_and_check`], leaving the part files `foreign` (not the job's) out of the
-/// comparison.
-fn resume_and_check_except(
-    s: &Scenario,
-    restore: u64,
-    warnings: &[String],
-    foreign: &[&str],
-    what: &str,
-) -> String {
-    let replay = ROWS as u64 - rows_before(&sources(&s.ck, restore));
-    let out = s.run(&[]);
-    assert_success(&out, what);
-    let err = stderr(&out);
-    assert_eq!(
-        restored_epoch(&err),
-        Some(restore),
-        "{what}: the restored checkpoint; stderr:\n{err}"
-    );
-    for w in warnings {
-        assert!(
-            err.contains(w.as_str()),
-            "{what}: stderr does not mention '{w}':\n{err}"
-        );
-    }
-    assert_eq!(
-        summary(&err),
-        (replay, 0, 0),
-        "{what}: (events in, late events, dead letters) after resuming from checkpoint \
-         {restore}; stderr:\n{err}"
-    );
-    let mut names = file_names(&s.out);
-    names.retain(|n| !foreign.contains(&n.as_str()));
-    assert_rows_exact(committed_rows(&s.out, &names), &expected_rows(10), what);
-    // The job ended: its last checkpoint says so, and nothing damaged is left.
-    let last = *complete_epochs(&s.ck).last().unwrap();
-    assert_eq!(manifest(&s.ck, last)["finished"], Value::Bool(true));
-    err
-}
 
 /// A corrupt state file (one byte flipped) in the newest checkpoint: the restart warns
 /// naming the file, restores the previous checkpoint and the output is exact. A rerun
 /// after the end does nothing.
 #[test]
 fn corrupt_state_file_falls_back_to_previous_checkpoint() {
-    let (s, complete, _) = interrupt_with_output();
-    let newest = complete[complete.len() - 1];
-    let previous = complete[complete.len() - 2];
+    let Interrupted {
+        scenario: s,
+        newest,
+        previous,
+        ..
+    } = interrupt_with_output();
     let file = "s1-t0-op0.arrow"; // the window state of subtask 0
     flip_byte(&s.epoch_dir(newest).join(file));
 
@@ -615,9 +105,14 @@ fn corrupt_state_file_falls_back_to_previous_checkpoint() {
 /// third newest is restored and the output is exact.
 #[test]
 fn damage_in_two_checkpoints_falls_back_two() {
-    let (s, complete, _) = interrupt_with_output();
-    let n = complete.len();
-    let (third, second, newest) = (complete[n - 3], complete[n - 2], complete[n - 1]);
+    let Interrupted {
+        scenario: s,
+        complete,
+        newest,
+        previous: second,
+        ..
+    } = interrupt_with_output();
+    let third = complete[complete.len() - 3];
     truncate_to_half(&s.epoch_dir(newest).join("s1-t1-op0.arrow"));
     fs::remove_file(s.epoch_dir(second).join("s0-t0-op1.arrow")).unwrap();
 
@@ -636,9 +131,12 @@ fn damage_in_two_checkpoints_falls_back_two() {
 /// restored, the output is exact.
 #[test]
 fn truncated_manifest_is_ignored() {
-    let (s, complete, _) = interrupt_with_output();
-    let newest = complete[complete.len() - 1];
-    let previous = complete[complete.len() - 2];
+    let Interrupted {
+        scenario: s,
+        newest,
+        previous,
+        ..
+    } = interrupt_with_output();
     truncate_to_half(&s.epoch_dir(newest).join("_manifest"));
 
     resume_and_check(
@@ -657,9 +155,12 @@ fn truncated_manifest_is_ignored() {
 /// output its sink had already committed for the newest epoch is not duplicated.
 #[test]
 fn half_written_manifest_is_ignored() {
-    let (s, complete, _) = interrupt_with_output();
-    let newest = complete[complete.len() - 1];
-    let previous = complete[complete.len() - 2];
+    let Interrupted {
+        scenario: s,
+        newest,
+        previous,
+        ..
+    } = interrupt_with_output();
     let dir = s.epoch_dir(newest);
     fs::rename(dir.join("_manifest"), dir.join("_manifest.tmp")).unwrap();
     truncate_to_half(&dir.join("_manifest.tmp"));
@@ -675,9 +176,13 @@ fn half_written_manifest_is_ignored() {
 /// not be used (warned, naming the part), the previous one is. Returns the scenario and
 /// the rerun's stderr.
 fn missing_part_scenario() -> (Scenario, String) {
-    let (s, complete, covered) = interrupt_with_output();
-    let newest = complete[complete.len() - 1];
-    let previous = complete[complete.len() - 2];
+    let Interrupted {
+        scenario: s,
+        newest,
+        previous,
+        covered,
+        ..
+    } = interrupt_with_output();
     let victim = &covered[0];
     fs::remove_file(s.out.join(victim)).unwrap();
     let plain = victim
@@ -728,8 +233,12 @@ fn missing_part_file_fallback_output_is_exact() {
 /// parts of later epochs. Output exact.
 #[test]
 fn sink_recovery_commits_covered_parts_and_removes_the_rest() {
-    let (s, complete, covered) = interrupt_with_output();
-    let newest = complete[complete.len() - 1];
+    let Interrupted {
+        scenario: s,
+        newest,
+        covered,
+        ..
+    } = interrupt_with_output();
     let (run, _, _) = parse_part(&covered[0]).unwrap();
     // Un-commit the covered parts, as if the job had died right after the manifest.
     for n in covered.iter().filter(|n| !n.starts_with('.')) {

@@ -8,41 +8,27 @@ mod common;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
-};
-use arrow::datatypes::{
-    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
-};
+use arrow::array::AsArray;
+use arrow::datatypes::TimestampMillisecondType;
 use arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Result as TwResult, Watermark};
-use tidewater_runtime::exec::execute;
 use tidewater_runtime::watermark::WatermarkGenerator;
-use tidewater_runtime::{
-    Chain, Dataflow, Operator, Output, Partitioning, SourceReader, SourceStage, Stage,
-};
-use tidewater_window::{
-    AggKind, AggSpec, SessionWindowOperator, SlicedWindowOperator, WindowInput, WindowSpec,
-};
+use tidewater_runtime::{Chain, Operator, Output, SourceStage};
+use tidewater_window::{SlicedWindowOperator, WindowInput, WindowSpec};
 
-use common::oracle::{self, Agg, AggFn, AggValue, ArgType, Event, KeyValue, ResultRow, Window};
+use common::cases::{
+    COUNT_SUM, agg, check_no_leftovers, count_sum_query, ev, keep_huge_sums_exact, lay_out,
+    proptest_cases, raw_event, row,
+};
+use common::oracle::{self, Event, KeyValue, ResultRow, Window};
+use common::query::{Query, collected_rows, cut, deal, execute_window_flow, vec_readers};
 
 // ---------------------------------------------------------------------------------------
-// Test plumbing: a source that replays batches, a sink that collects them.
+// Test plumbing: a sink that collects batches and checks when windows fire.
 // ---------------------------------------------------------------------------------------
-
-/// Yields a pre-assigned list of batches, then ends.
-#[derive(Debug)]
-struct VecReader(std::vec::IntoIter<RecordBatch>);
-
-impl SourceReader for VecReader {
-    fn next_batch(&mut self) -> TwResult<Option<RecordBatch>> {
-        Ok(self.0.next())
-    }
-}
 
 /// Collects every batch it receives, and checks the firing time of each row: a window
 /// `[s, e)` must reach the sink after the watermark `e - 1` has been reached (never
@@ -115,161 +101,6 @@ impl Operator for Collect {
     }
 }
 
-/// Wraps a sliced window operator and records its state size once input has ended.
-#[derive(Debug)]
-struct StateProbe {
-    inner: SlicedWindowOperator,
-    leftovers: Arc<Mutex<Vec<(usize, usize)>>>,
-}
-
-impl Operator for StateProbe {
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> TwResult<()> {
-        self.inner.process_batch(batch, out)
-    }
-
-    fn on_watermark(&mut self, wm: Watermark, out: &mut Output) -> TwResult<()> {
-        self.inner.on_watermark(wm, out)
-    }
-
-    fn on_end(&mut self, out: &mut Output) -> TwResult<()> {
-        self.inner.on_end(out)?;
-        self.leftovers
-            .lock()
-            .expect("leftovers lock")
-            .push((self.inner.live_keys(), self.inner.live_slices()));
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Translating between oracle types and engine inputs/outputs.
-// ---------------------------------------------------------------------------------------
-
-/// The query: key layout, window, aggregates.
-#[derive(Debug, Clone)]
-struct Query {
-    two_keys: bool,
-    window: Window,
-    aggs: Vec<Agg>,
-}
-
-impl Query {
-    fn key_columns(&self) -> usize {
-        if self.two_keys { 2 } else { 1 }
-    }
-
-    /// `[k0: STRING, (k1: BIGINT), ts, v: BIGINT, vf: DOUBLE]`.
-    fn input_schema(&self) -> SchemaRef {
-        let mut fields = vec![Field::new("k0", DataType::Utf8, true)];
-        if self.two_keys {
-            fields.push(Field::new("k1", DataType::Int64, true));
-        }
-        fields.push(Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            false,
-        ));
-        fields.push(Field::new("v", DataType::Int64, true));
-        fields.push(Field::new("vf", DataType::Float64, true));
-        Arc::new(Schema::new(fields))
-    }
-
-    fn window_input(&self, metrics: &Arc<JobMetrics>) -> WindowInput {
-        let k = self.key_columns();
-        let schema = self.input_schema();
-        let aggs = self
-            .aggs
-            .iter()
-            .map(|a| {
-                let kind = match a.func {
-                    AggFn::CountStar => AggKind::CountStar,
-                    AggFn::Count => AggKind::Count,
-                    AggFn::CountDistinct => AggKind::CountDistinct,
-                    AggFn::Sum => AggKind::Sum,
-                    AggFn::Min => AggKind::Min,
-                    AggFn::Max => AggKind::Max,
-                    AggFn::Avg => AggKind::Avg,
-                };
-                let (arg, arg_type) = match (a.func, a.arg) {
-                    (AggFn::CountStar, _) => (None, DataType::Int64),
-                    (_, ArgType::Int) => (Some(k + 1), DataType::Int64),
-                    (_, ArgType::Float) => (Some(k + 2), DataType::Float64),
-                };
-                AggSpec {
-                    kind,
-                    arg,
-                    arg_type,
-                }
-            })
-            .collect();
-        WindowInput {
-            key_columns: k,
-            key_fields: schema.fields()[..k]
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect(),
-            time_column: k,
-            aggs,
-            metrics: metrics.clone(),
-        }
-    }
-
-    fn window_operator(
-        &self,
-        metrics: &Arc<JobMetrics>,
-        leftovers: &Arc<Mutex<Vec<(usize, usize)>>>,
-    ) -> Box<dyn Operator> {
-        let input = self.window_input(metrics);
-        let spec = match self.window {
-            Window::Tumble { size } => WindowSpec::Tumble { size },
-            Window::Hop { size, slide } => WindowSpec::Hop { size, slide },
-            Window::Cumulate { step, max_size } => WindowSpec::Cumulate { step, max_size },
-            Window::Session { gap } => {
-                return Box::new(
-                    SessionWindowOperator::new(gap, input).expect("valid session window"),
-                );
-            }
-        };
-        let inner = SlicedWindowOperator::new(spec, input).expect("valid sliced window");
-        Box::new(StateProbe {
-            inner,
-            leftovers: leftovers.clone(),
-        })
-    }
-
-    fn batch(&self, events: &[Event]) -> RecordBatch {
-        let mut cols: Vec<ArrayRef> = Vec::new();
-        let key_str = |e: &Event| match &e.keys[0] {
-            KeyValue::Str(s) => Some(s.clone()),
-            KeyValue::Null => None,
-            KeyValue::Int(i) => Some(i.to_string()),
-        };
-        cols.push(Arc::new(
-            events.iter().map(key_str).collect::<StringArray>(),
-        ));
-        if self.two_keys {
-            let key_int = |e: &Event| match &e.keys[1] {
-                KeyValue::Int(i) => Some(*i),
-                _ => None,
-            };
-            cols.push(Arc::new(events.iter().map(key_int).collect::<Int64Array>()));
-        }
-        cols.push(Arc::new(TimestampMillisecondArray::from(
-            events.iter().map(|e| e.ts).collect::<Vec<_>>(),
-        )));
-        cols.push(Arc::new(
-            events.iter().map(|e| e.value).collect::<Int64Array>(),
-        ));
-        cols.push(Arc::new(
-            events
-                .iter()
-                .map(|e| e.value.map(|v| v as f64))
-                .collect::<Float64Array>(),
-        ));
-        RecordBatch::try_new(self.input_schema(), cols).expect("input batch")
-    }
-}
-
 /// Everything a run of the engine produced.
 #[derive(Debug)]
 struct Outcome {
@@ -279,58 +110,6 @@ struct Outcome {
     problems: Vec<String>,
     /// `(live_keys, live_slices)` of each sliced window subtask after the end of input.
     leftovers: Vec<(usize, usize)>,
-}
-
-fn rows_of(batch: &RecordBatch, query: &Query) -> Vec<ResultRow> {
-    let k = query.key_columns();
-    let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
-    let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
-    (0..batch.num_rows())
-        .map(|i| {
-            let keys = (0..k)
-                .map(|c| {
-                    let col = batch.column(2 + c);
-                    if col.is_null(i) {
-                        KeyValue::Null
-                    } else {
-                        match col.data_type() {
-                            DataType::Utf8 => {
-                                KeyValue::Str(col.as_string::<i32>().value(i).to_string())
-                            }
-                            DataType::Int64 => {
-                                KeyValue::Int(col.as_primitive::<Int64Type>().value(i))
-                            }
-                            other => panic!("unexpected key type {other}"),
-                        }
-                    }
-                })
-                .collect();
-            let aggs = (0..query.aggs.len())
-                .map(|a| {
-                    let col = batch.column(2 + k + a);
-                    if col.is_null(i) {
-                        AggValue::Null
-                    } else {
-                        match col.data_type() {
-                            DataType::Int64 => {
-                                AggValue::Int(col.as_primitive::<Int64Type>().value(i))
-                            }
-                            DataType::Float64 => {
-                                AggValue::Float(col.as_primitive::<Float64Type>().value(i))
-                            }
-                            other => panic!("unexpected aggregate type {other}"),
-                        }
-                    }
-                })
-                .collect();
-            ResultRow {
-                window_start: starts.value(i),
-                window_end: ends.value(i),
-                keys,
-                aggs,
-            }
-        })
-        .collect()
 }
 
 /// Runs `batches` through a dataflow: `readers` source subtasks (batches dealt out
@@ -350,16 +129,9 @@ fn run_engine(
     let problems = Arc::new(Mutex::new(Vec::new()));
     let leftovers = Arc::new(Mutex::new(Vec::new()));
 
-    let mut shares: Vec<Vec<RecordBatch>> = vec![Vec::new(); readers];
-    for (i, b) in batches.into_iter().enumerate() {
-        shares[i % readers].push(b);
-    }
     let source = SourceStage {
         name: "events".into(),
-        readers: shares
-            .into_iter()
-            .map(|s| Box::new(VecReader(s.into_iter())) as Box<dyn SourceReader>)
-            .collect(),
+        readers: vec_readers(deal(batches, readers)),
         chains: (0..readers)
             .map(|_| vec![Box::new(WatermarkGenerator::new(k, delay_ms)) as Box<dyn Operator>])
             .collect(),
@@ -367,7 +139,7 @@ fn run_engine(
     let chains: Vec<Chain> = (0..parallelism)
         .map(|_| {
             vec![
-                query.window_operator(&metrics, &leftovers),
+                Box::new(query.window_operator(&metrics, &leftovers)) as Box<dyn Operator>,
                 Box::new(Collect::new(
                     collected.clone(),
                     problems.clone(),
@@ -376,33 +148,9 @@ fn run_engine(
             ]
         })
         .collect();
-    let names = if query.two_keys {
-        vec!["k0".to_string(), "k1".to_string()]
-    } else {
-        vec!["k0".to_string()]
-    };
-    let flow = Dataflow {
-        source,
-        stages: vec![Stage {
-            name: "window".into(),
-            input: Partitioning::Hash {
-                columns: (0..k).collect(),
-                names,
-            },
-            chains,
-        }],
-        channel_capacity: 4,
-    };
-    execute(flow).expect("the dataflow runs to completion");
+    execute_window_flow(query, source, chains);
 
-    let expected_schema = query.window_input(&metrics).output_schema();
-    let batches = std::mem::take(&mut *collected.lock().expect("collect lock"));
-    let mut rows = Vec::new();
-    for b in &batches {
-        assert_eq!(b.schema(), expected_schema, "output schema");
-        rows.extend(rows_of(b, query));
-    }
-    rows.sort();
+    let rows = collected_rows(&collected.lock().expect("collect lock"), query, &metrics);
     let problems = std::mem::take(&mut *problems.lock().expect("problems lock"));
     let leftovers = std::mem::take(&mut *leftovers.lock().expect("leftovers lock"));
     Outcome {
@@ -414,47 +162,9 @@ fn run_engine(
     }
 }
 
-/// Splits `events` into chunks of the given sizes (repeated as needed).
-fn chunks<'a>(events: &'a [Event], sizes: &[usize]) -> Vec<&'a [Event]> {
-    let mut out = Vec::new();
-    let mut rest = events;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = sizes[i % sizes.len()].clamp(1, rest.len());
-        out.push(&rest[..n]);
-        rest = &rest[n..];
-        i += 1;
-    }
-    out
-}
-
-/// Cuts `events` into batches of the given sizes (repeated as needed).
-fn cut(query: &Query, events: &[Event], sizes: &[usize]) -> Vec<RecordBatch> {
-    chunks(events, sizes)
-        .into_iter()
-        .map(|c| query.batch(c))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------
 // Random cases.
 // ---------------------------------------------------------------------------------------
-
-/// One raw event before timestamps are laid out: which key, how far event time moves
-/// forward, how far this event lags behind the front, its value.
-type RawEvent = (usize, Option<i64>, i64, i64, Option<i64>);
-
-fn raw_event() -> impl Strategy<Value = RawEvent> {
-    (
-        0usize..20,
-        prop_oneof![5 => (0i64..3).prop_map(Some), 1 => Just(None)],
-        // Steps in round multiples of 100 ms land events exactly on window and session
-        // boundaries; large steps leave windows empty and close sessions.
-        prop_oneof![12 => 0i64..200, 6 => (0i64..4).prop_map(|k| k * 100), 1 => 1_000i64..30_000],
-        prop_oneof![1 => Just(0i64), 2 => 0i64..i64::MAX],
-        prop_oneof![1 => Just(None), 8 => (-1000i64..1000).prop_map(Some)],
-    )
-}
 
 /// TUMBLE, HOP with a size that is a multiple of the slide, CUMULATE and SESSION, with
 /// lengths in multiples of 100 ms and (less often) odd lengths.
@@ -483,29 +193,6 @@ fn any_hop() -> BoxedStrategy<Window> {
     .boxed()
 }
 
-fn agg() -> impl Strategy<Value = Agg> {
-    (
-        prop_oneof![
-            Just(AggFn::CountStar),
-            Just(AggFn::Count),
-            Just(AggFn::CountDistinct),
-            Just(AggFn::Sum),
-            Just(AggFn::Min),
-            Just(AggFn::Max),
-            Just(AggFn::Avg),
-        ],
-        prop_oneof![Just(ArgType::Int), Just(ArgType::Float)],
-    )
-        .prop_map(|(func, arg)| Agg {
-            func,
-            arg: if func == AggFn::CountStar {
-                ArgType::Int
-            } else {
-                arg
-            },
-        })
-}
-
 #[derive(Debug, Clone)]
 struct Case {
     query: Query,
@@ -513,39 +200,6 @@ struct Case {
     batch_sizes: Vec<usize>,
     delay_ms: i64,
     parallelism: usize,
-}
-
-/// Lays out timestamps so that each event is at most `max_lag` behind the largest
-/// timestamp before it, and builds the keys and values.
-fn lay_out(
-    raw: &[RawEvent],
-    n_keys: usize,
-    two_keys: bool,
-    base: i64,
-    max_lag: i64,
-    huge: bool,
-) -> Vec<Event> {
-    let mut front = base;
-    raw.iter()
-        .map(|&(key, k1, step, lag, value)| {
-            front += step;
-            let mut keys = vec![KeyValue::Str(format!("k{}", key % n_keys))];
-            if two_keys {
-                keys.push(k1.map_or(KeyValue::Null, KeyValue::Int));
-            }
-            // Huge values make integer SUM and AVG wrap around.
-            let value = if huge {
-                value.map(|v| v.wrapping_mul(9_223_372_036_854_775))
-            } else {
-                value
-            };
-            Event {
-                keys,
-                ts: front - lag % (max_lag + 1),
-                value,
-            }
-        })
-        .collect()
 }
 
 fn case(windows: BoxedStrategy<Window>) -> impl Strategy<Value = Case> {
@@ -574,12 +228,7 @@ fn case(windows: BoxedStrategy<Window>) -> impl Strategy<Value = Case> {
                 huge,
             )| {
                 if huge {
-                    // Sums of huge doubles depend on the order of addition; keep those exact.
-                    for a in &mut aggs {
-                        if matches!(a.func, AggFn::Sum | AggFn::Avg) {
-                            a.arg = ArgType::Int;
-                        }
-                    }
+                    keep_huge_sums_exact(&mut aggs);
                 }
                 // Disorder strictly smaller than the watermark delay: nothing is late.
                 let events = lay_out(&raw, n_keys, two_keys, base, delay_ms - 1, huge);
@@ -599,13 +248,8 @@ fn case(windows: BoxedStrategy<Window>) -> impl Strategy<Value = Case> {
 }
 
 fn config(cases: u32) -> ProptestConfig {
-    // `PROPTEST_CASES=n` overrides the count for a longer soak.
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
     ProptestConfig {
-        cases,
+        cases: proptest_cases(cases),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
@@ -639,16 +283,7 @@ fn check_against_oracle(case: &Case) -> Result<(), TestCaseError> {
         "firing-time problems: {:?}",
         got.problems
     );
-    for (i, &(keys, slices)) in got.leftovers.iter().enumerate() {
-        prop_assert!(
-            keys == 0 && slices == 0,
-            "subtask {} kept {} keys and {} slices after the end",
-            i,
-            keys,
-            slices
-        );
-    }
-    Ok(())
+    check_no_leftovers(&got.leftovers, "subtask")
 }
 
 proptest! {
@@ -748,12 +383,8 @@ fn late_case() -> impl Strategy<Value = Case> {
 
 /// The oracle's verdict on a lateness case (one source subtask).
 fn late_oracle(case: &Case) -> oracle::LateOutcome {
-    oracle::evaluate_with_watermarks(
-        &chunks(&case.events, &case.batch_sizes),
-        &case.query.window,
-        &case.query.aggs,
-        case.delay_ms,
-    )
+    case.query
+        .evaluate_with_watermarks(&case.events, &case.batch_sizes, case.delay_ms)
 }
 
 proptest! {
@@ -777,9 +408,7 @@ proptest! {
         }
         prop_assert_eq!(got.late_events, expected.late, "late event count");
         prop_assert!(got.problems.is_empty(), "firing-time problems: {:?}", got.problems);
-        for (i, &(keys, slices)) in got.leftovers.iter().enumerate() {
-            prop_assert!(keys == 0 && slices == 0, "subtask {} kept {} keys and {} slices after the end", i, keys, slices);
-        }
+        check_no_leftovers(&got.leftovers, "subtask")?;
     }
 }
 
@@ -837,41 +466,9 @@ fn late_case_generates_both_kinds_of_lateness() {
 // Focused deterministic tests.
 // ---------------------------------------------------------------------------------------
 
-fn ev(k: &str, ts: i64, v: i64) -> Event {
-    Event {
-        keys: vec![KeyValue::Str(k.into())],
-        ts,
-        value: Some(v),
-    }
-}
-
-const COUNT_SUM: [Agg; 2] = [
-    Agg {
-        func: AggFn::CountStar,
-        arg: ArgType::Int,
-    },
-    Agg {
-        func: AggFn::Sum,
-        arg: ArgType::Int,
-    },
-];
-
-fn row(start: i64, end: i64, k: &str, count: i64, sum: i64) -> ResultRow {
-    ResultRow {
-        window_start: start,
-        window_end: end,
-        keys: vec![KeyValue::Str(k.into())],
-        aggs: vec![AggValue::Int(count), AggValue::Int(sum)],
-    }
-}
-
 #[test]
 fn tumble_late_events_are_dropped_and_counted() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Tumble { size: 1000 },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Tumble { size: 1000 });
     let first = [
         ev("a", 0, 1),
         ev("a", 500, 2),
@@ -903,11 +500,7 @@ fn tumble_late_events_are_dropped_and_counted() {
 
 #[test]
 fn session_late_events_are_dropped_and_counted() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Session { gap: 1000 },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Session { gap: 1000 });
     let first = [ev("a", 0, 1), ev("a", 5000, 2)];
     // Watermark 5000: session [0,1000) has fired; an event at 5000 is not after the watermark.
     let second = [
@@ -928,14 +521,10 @@ fn session_late_events_are_dropped_and_counted() {
 
 #[test]
 fn hop_event_behind_every_fired_window_is_late() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Hop {
-            size: 2000,
-            slide: 1000,
-        },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Hop {
+        size: 2000,
+        slide: 1000,
+    });
     let first = [ev("a", 0, 1), ev("a", 4000, 2)];
     // Watermark 4000: all windows ending at or before 4000 have fired; 500 only belongs
     // to [-1000,1000) and [0,2000).
@@ -954,20 +543,38 @@ fn hop_event_behind_every_fired_window_is_late() {
     );
 }
 
+/// Feeds `events` one per batch to one source and one window subtask, delay 0, where
+/// exactly one event is partially late (behind some of its windows) and none is late:
+/// checks that the oracle and the engine both give `expected`. Returns the engine's run.
+fn one_event_per_batch(query: &Query, events: &[Event], expected: &[ResultRow]) -> Outcome {
+    let batches: Vec<&[Event]> = events.chunks(1).collect();
+    let model = oracle::evaluate_with_watermarks(&batches, &query.window, &query.aggs, 0);
+    assert_eq!((model.late, model.partially_late), (0, 1));
+    assert_eq!(model.rows, expected, "oracle");
+    let got = run_engine(
+        query,
+        batches.iter().map(|b| query.batch(b)).collect(),
+        1,
+        1,
+        0,
+        false,
+    );
+    assert_eq!(got.late_events, 0);
+    assert_eq!(got.rows, expected, "engine");
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    got
+}
+
 /// HOP slide 2 s, size 10 s, delay 0, one event per batch: a@10000, a@13000, a@11000.
 /// When a@11000 arrives the watermark is 13000, so of its windows only [2000, 12000) has
 /// fired (11999 <= 13000): the event is not late, and counts in [4000, 14000),
 /// [6000, 16000), [8000, 18000) and [10000, 20000) but not in [2000, 12000).
 #[test]
 fn hop_event_behind_some_fired_windows_counts_in_the_open_ones() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Hop {
-            size: 10_000,
-            slide: 2_000,
-        },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Hop {
+        size: 10_000,
+        slide: 2_000,
+    });
     let events = [ev("a", 10_000, 1), ev("a", 13_000, 2), ev("a", 11_000, 4)];
     let expected = vec![
         // Fired at watermark 13000, before a@11000 arrived.
@@ -978,21 +585,7 @@ fn hop_event_behind_some_fired_windows_counts_in_the_open_ones() {
         row(10_000, 20_000, "a", 3, 7),
         row(12_000, 22_000, "a", 1, 2),
     ];
-    let batches: Vec<&[Event]> = events.chunks(1).collect();
-    let model = oracle::evaluate_with_watermarks(&batches, &query.window, &query.aggs, 0);
-    assert_eq!((model.late, model.partially_late), (0, 1));
-    assert_eq!(model.rows, expected, "oracle");
-    let got = run_engine(
-        &query,
-        batches.iter().map(|b| query.batch(b)).collect(),
-        1,
-        1,
-        0,
-        false,
-    );
-    assert_eq!(got.late_events, 0);
-    assert_eq!(got.rows, expected, "engine");
-    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    let got = one_event_per_batch(&query, &events, &expected);
     assert_eq!(got.leftovers, vec![(0, 0)]);
 }
 
@@ -1005,31 +598,13 @@ fn hop_event_behind_some_fired_windows_counts_in_the_open_ones() {
 /// the watermark passed while the subtask held no data for it still fires later.
 #[test]
 fn hop_event_behind_an_empty_fired_window_does_not_reopen_it() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Hop {
-            size: 2000,
-            slide: 1000,
-        },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Hop {
+        size: 2000,
+        slide: 1000,
+    });
     let events = [ev("a", 1500, 1), ev("a", 500, 2)];
     let expected = vec![row(0, 2000, "a", 2, 3), row(1000, 3000, "a", 1, 1)];
-    let batches: Vec<&[Event]> = events.chunks(1).collect();
-    let model = oracle::evaluate_with_watermarks(&batches, &query.window, &query.aggs, 0);
-    assert_eq!((model.late, model.partially_late), (0, 1));
-    assert_eq!(model.rows, expected, "oracle");
-    let got = run_engine(
-        &query,
-        batches.iter().map(|b| query.batch(b)).collect(),
-        1,
-        1,
-        0,
-        false,
-    );
-    assert_eq!(got.late_events, 0);
-    assert_eq!(got.rows, expected, "engine");
-    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    one_event_per_batch(&query, &events, &expected);
 }
 
 fn input_for(query: &Query) -> (WindowInput, Arc<JobMetrics>) {
@@ -1039,14 +614,10 @@ fn input_for(query: &Query) -> (WindowInput, Arc<JobMetrics>) {
 
 #[test]
 fn sliced_state_is_freed_as_the_watermark_advances() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Hop {
-            size: 3000,
-            slide: 1000,
-        },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Hop {
+        size: 3000,
+        slide: 1000,
+    });
     let (input, _) = input_for(&query);
     let mut op = SlicedWindowOperator::new(
         WindowSpec::Hop {
@@ -1151,11 +722,7 @@ fn empty_input_produces_nothing() {
         },
         Window::Session { gap: 1000 },
     ] {
-        let query = Query {
-            two_keys: false,
-            window,
-            aggs: COUNT_SUM.to_vec(),
-        };
+        let query = count_sum_query(window);
         let got = run_engine(&query, Vec::new(), 2, 3, 100, true);
         assert!(got.rows.is_empty(), "{window:?}");
         assert_eq!(got.late_events, 0);
@@ -1169,14 +736,10 @@ fn empty_input_produces_nothing() {
 #[test]
 
 fn hop_size_smaller_than_slide() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Hop {
-            size: 100,
-            slide: 200,
-        },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Hop {
+        size: 100,
+        slide: 200,
+    });
     let events = [ev("a", 18, 1)];
     let expected = oracle::evaluate(&events, &query.window, &query.aggs);
     assert_eq!(expected, vec![row(0, 100, "a", 1, 1)]);
@@ -1189,14 +752,10 @@ fn hop_size_smaller_than_slide() {
 #[test]
 
 fn hop_size_not_multiple_of_slide() {
-    let query = Query {
-        two_keys: false,
-        window: Window::Hop {
-            size: 300,
-            slide: 200,
-        },
-        aggs: COUNT_SUM.to_vec(),
-    };
+    let query = count_sum_query(Window::Hop {
+        size: 300,
+        slide: 200,
+    });
     let events = [ev("a", 250, 1)];
     let expected = oracle::evaluate(&events, &query.window, &query.aggs);
     assert_eq!(

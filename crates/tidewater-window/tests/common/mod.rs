@@ -2,4 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cases;
+pub mod checkpoint;
 pub mod oracle;
+pub mod query;

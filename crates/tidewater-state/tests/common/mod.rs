@@ -1,0 +1,3 @@
+//! Helpers of the integration tests of this crate.
+
+pub mod sim;
