@@ -23,6 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use tidewater_connectors as connectors;
@@ -35,6 +36,9 @@ pub use tidewater_sql::builder::JobBuilder;
 pub use tidewater_sql::planner::Plan;
 pub use tidewater_state as state;
 pub use tidewater_window as window;
+
+/// The status page and Prometheus metrics of a running job (`tidewater run --http`).
+pub mod http;
 
 /// How to run a job, besides what its SQL says.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +63,20 @@ pub struct Job {
     plan: Plan,
     checkpoint_dir: Option<PathBuf>,
     from_scratch: bool,
+    stop: Arc<AtomicBool>,
+}
+
+/// Stops a running job gracefully (see [`Job::stop_handle`]).
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Asks the job to stop: sources stop reading; with checkpoints a last checkpoint is
+    /// taken and committed (a rerun resumes from it), without them the input ends where
+    /// it is (open windows fire, sinks commit). `Job::run` then returns normally.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// What a finished job did.
@@ -70,6 +88,9 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// Checkpoints: what was restored, how many were taken.
     pub exec: tidewater_runtime::ExecReport,
+    /// Emit latency (p50, p99 as bucket bounds in ms; number of firings), if any window
+    /// fired.
+    pub emit_latency_ms: Option<(u64, u64, u64)>,
 }
 
 impl JobReport {
@@ -93,6 +114,7 @@ impl Job {
             plan: tidewater_sql::plan_job(&file, &opts)?,
             checkpoint_dir: options.checkpoint_dir.clone(),
             from_scratch: options.from_scratch,
+            stop: Arc::default(),
         })
     }
 
@@ -114,7 +136,13 @@ impl Job {
             plan,
             checkpoint_dir: None,
             from_scratch: false,
+            stop: Arc::default(),
         }
+    }
+
+    /// A handle that stops this job gracefully from another thread (a signal handler).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
     }
 
     /// Where this job's checkpoints go when checkpointing is on.
@@ -138,6 +166,16 @@ impl Job {
         self.plan.metrics.clone()
     }
 
+    /// The dataflow as data: stages, parallelism, operators, edges (the status page).
+    pub fn graph(&self) -> serde_json::Value {
+        self.plan.dataflow.graph()
+    }
+
+    /// The dataflow in Graphviz's dot language (`tidewater explain --format dot`).
+    pub fn explain_dot(&self) -> String {
+        self.plan.dataflow.to_dot()
+    }
+
     /// The job's name.
     pub fn name(&self) -> &str {
         &self.plan.name
@@ -147,7 +185,15 @@ impl Job {
     pub fn run(self) -> Result<JobReport> {
         let metrics = self.plan.metrics.clone();
         let started = Instant::now();
-        tracing::info!(job = %self.plan.name, parallelism = self.plan.parallelism, "job started");
+        let interval = self.plan.checkpoint.interval;
+        tracing::info!(
+            job = %self.plan.name,
+            parallelism = self.plan.parallelism,
+            checkpoint_interval_ms = interval.map(|i| i.as_millis() as u64),
+            checkpoint_dir = ?self.checkpoint_dir(),
+            "job '{}' started",
+            self.plan.name
+        );
         let checkpoint = match (self.checkpoint_dir(), self.plan.checkpoint.interval) {
             (Some(dir), Some(interval)) => Some(tidewater_runtime::CheckpointConfig {
                 store: Arc::new(tidewater_state::LocalStore::open(dir)?),
@@ -160,14 +206,26 @@ impl Job {
         };
         let exec = tidewater_runtime::exec::execute_with(
             self.plan.dataflow,
-            &tidewater_runtime::ExecOptions { checkpoint },
+            &tidewater_runtime::ExecOptions {
+                checkpoint,
+                metrics: metrics.clone(),
+                stop: self.stop.clone(),
+            },
         )?;
         let report = JobReport {
             metrics: metrics.snapshot(),
             elapsed: started.elapsed(),
             exec,
+            emit_latency_ms: metrics.emit_latency(),
         };
-        tracing::info!(?report, "job finished");
+        tracing::info!(
+            events_in = report.metrics.records_in,
+            results_out = report.metrics.records_out,
+            checkpoints = report.exec.checkpoints,
+            seconds = report.elapsed.as_secs_f64(),
+            "job '{}' finished",
+            self.plan.name
+        );
         Ok(report)
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod checkpoints;
+mod signals;
 use tidewater::{Job, JobMetrics, JobOptions, JobReport};
 
 const EXAMPLES: &str = "\
@@ -28,8 +29,25 @@ Connectors: filesystem, datagen, stdin (sources); filesystem, print, blackhole (
 #[derive(Debug, Parser)]
 #[command(name = "tidewater", version, about, after_help = EXAMPLES)]
 struct Cli {
+    /// Log lines as text or as JSON objects (one per line, for machines).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExplainFormat {
+    /// The plan as text.
+    Text,
+    /// The dataflow in Graphviz's dot language (`| dot -Tsvg > plan.svg`).
+    Dot,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +73,13 @@ enum Command {
         /// Ignore (and delete) existing checkpoints and start over.
         #[arg(long)]
         from_scratch: bool,
+        /// Serve the status page and Prometheus /metrics at ADDR ("off": don't)
+        /// [default: 127.0.0.1:8080, or the next free port up to 8099].
+        #[arg(long, value_name = "ADDR")]
+        http: Option<tidewater::http::Listen>,
+        /// When the input has ended, keep serving the final figures until SIGINT/SIGTERM.
+        #[arg(long)]
+        http_keep_open: bool,
     },
     /// Look into a checkpoint directory.
     Checkpoints {
@@ -65,6 +90,9 @@ enum Command {
     Explain {
         /// The job file.
         job: PathBuf,
+        /// Text, or Graphviz dot.
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+        format: ExplainFormat,
         /// Subtasks per operator [default: number of cores].
         #[arg(short, long)]
         parallelism: Option<usize>,
@@ -87,6 +115,12 @@ enum CheckpointsCommand {
     },
 }
 
+fn tidewater_subscriber_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        "warn,tidewater=info,tidewater_runtime=info,tidewater_connectors=info".into()
+    })
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     tidewater::sql::parse_duration(s)
 }
@@ -96,15 +130,16 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("tidewater: internal error (please report): {info}");
     }));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // Restores and recoveries are worth a line by default; the rest on demand.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,tidewater_runtime=info,tidewater_connectors=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Lifecycle events (start, restore, checkpoints, finish) are worth a line by
+    // default; RUST_LOG overrides.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tidewater_subscriber_filter())
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -116,7 +151,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> tidewater::Result<()> {
     match cli.command {
-        Command::Explain { job, parallelism } => {
+        Command::Explain {
+            job,
+            parallelism,
+            format,
+        } => {
             let job = Job::from_file(
                 &job,
                 &JobOptions {
@@ -124,7 +163,10 @@ fn run(cli: Cli) -> tidewater::Result<()> {
                     ..Default::default()
                 },
             )?;
-            print!("{}", job.explain());
+            match format {
+                ExplainFormat::Text => print!("{}", job.explain()),
+                ExplainFormat::Dot => print!("{}", job.explain_dot()),
+            }
             Ok(())
         }
         Command::Checkpoints { command } => match command {
@@ -138,6 +180,8 @@ fn run(cli: Cli) -> tidewater::Result<()> {
             checkpoint_interval,
             checkpoint_dir,
             from_scratch,
+            http,
+            http_keep_open,
         } => {
             let job = Job::from_file(
                 &job,
@@ -149,11 +193,15 @@ fn run(cli: Cli) -> tidewater::Result<()> {
                     from_scratch,
                 },
             )?;
+            let status = tidewater::http::serve_job(&job, http)?;
             let metrics = job.metrics();
             let done = Arc::new(AtomicBool::new(false));
             let progress = (!quiet && std::io::stderr().is_terminal())
                 .then(|| spawn_progress(metrics, done.clone()));
+            let signals = signals::StopOnSignal::install(job.stop_handle())
+                .map_err(|e| tidewater::Error::runtime(format!("cannot handle signals: {e}")))?;
             let result = job.run();
+            drop(signals);
             done.store(true, Ordering::Relaxed);
             if let Some(h) = progress {
                 let _ = h.join();
@@ -169,7 +217,12 @@ fn run(cli: Cli) -> tidewater::Result<()> {
             if !quiet {
                 print_summary(&report);
             }
-            Ok(())
+            match status {
+                Some(status) if http_keep_open && !report.exec.stopped => {
+                    tidewater::http::keep_open(status)
+                }
+                _ => Ok(()),
+            }
         }
     }
 }
@@ -215,4 +268,18 @@ fn print_summary(r: &JobReport) {
         r.elapsed.as_secs_f64(),
         r.events_per_second()
     );
+    if let Some((p50, p99, n)) = r.emit_latency_ms {
+        let ms = |v: u64| {
+            if v == u64::MAX {
+                "> 30 000".to_string()
+            } else {
+                format!("≤ {v}")
+            }
+        };
+        eprintln!(
+            "emit latency (watermark passes a window's end → results in the sink): p50 {} ms  p99 {} ms  over {n} firings",
+            ms(p50),
+            ms(p99)
+        );
+    }
 }

@@ -30,42 +30,18 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// The classic job; checkpoints every 100 ms into `state`, results into `out`.
 fn job(input: &Path, out: &Path, state: &Path) -> String {
-    format!(
-        "SET 'execution.checkpointing.interval' = '100ms';
-         SET 'state.checkpoints.dir' = '{state}';
-         CREATE TABLE events (key STRING, `value` BIGINT, ts_ms BIGINT,
-           ts AS TO_TIMESTAMP_LTZ(ts_ms, 3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
-         WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = 'csv',
-               'csv.header' = 'true', 'source.chunk-size' = '65536');
-         CREATE TABLE sums (window_start TIMESTAMP(3), window_end TIMESTAMP(3), key STRING,
-           total BIGINT, events BIGINT)
-         WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');
-         INSERT INTO sums SELECT window_start, window_end, key, SUM(`value`), COUNT(*)
-         FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
-         GROUP BY window_start, window_end, key;",
-        state = state.display(),
-        input = input.display(),
-        out = out.display(),
+    classic::classic_job(
+        &format!(
+            "SET 'execution.checkpointing.interval' = '100ms';
+             SET 'state.checkpoints.dir' = '{}';",
+            state.display()
+        ),
+        input,
+        out,
     )
 }
 
-/// Every row of the committed (visible) part files, sorted.
-fn committed_rows(out: &Path) -> Vec<String> {
-    let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return rows;
-    };
-    for e in entries {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("part-") {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            rows.extend(text.lines().map(str::to_string));
-        }
-    }
-    rows.sort_unstable();
-    rows
-}
+use classic::committed_rows;
 
 fn in_progress_parts(out: &Path) -> Vec<String> {
     std::fs::read_dir(out)

@@ -61,3 +61,37 @@ pub fn classic_csv(events: &[ClassicEvent], header: bool) -> String {
     }
     s
 }
+
+/// The classic job (HOP 2 s / 10 s, SUM and COUNT by key) over the CSV `input` into
+/// CSV part files under `out`, after the `SET` statements in `settings`; small source
+/// chunks so that barriers and stops take effect quickly.
+pub fn classic_job(settings: &str, input: &std::path::Path, out: &std::path::Path) -> String {
+    format!(
+        "{settings}
+         CREATE TABLE events (key STRING, `value` BIGINT, ts_ms BIGINT,
+           ts AS TO_TIMESTAMP_LTZ(ts_ms, 3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = 'csv',
+               'csv.header' = 'true', 'source.chunk-size' = '65536');
+         CREATE TABLE sums (window_start TIMESTAMP(3), window_end TIMESTAMP(3), key STRING,
+           total BIGINT, events BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');
+         INSERT INTO sums SELECT window_start, window_end, key, SUM(`value`), COUNT(*)
+         FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end, key;",
+        input = input.display(),
+        out = out.display(),
+    )
+}
+
+/// Every row of the committed (visible) part files under `out`, sorted.
+pub fn committed_rows(out: &std::path::Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for e in std::fs::read_dir(out).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            rows.extend(text.lines().map(str::to_string));
+        }
+    }
+    rows.sort_unstable();
+    rows
+}

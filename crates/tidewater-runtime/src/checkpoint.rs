@@ -12,6 +12,7 @@ use arrow::datatypes::UInt16Type;
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tidewater_core::key::subtask_for_key_group;
+use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result};
 use tidewater_state::protocol::{
     JobShape, Listing, cleanup_after_restore, plan_change, restore_candidates,
@@ -54,6 +55,7 @@ pub(crate) fn prepare(
     flow: &mut Dataflow,
     cfg: &CheckpointConfig,
     plan: &[String],
+    metrics: &JobMetrics,
 ) -> Result<Resume> {
     if let Some(r) = flow.source.readers.iter().find(|r| !r.replayable()) {
         return Err(Error::config(
@@ -73,6 +75,7 @@ pub(crate) fn prepare(
     for (epoch, l) in &listing {
         if let Listing::Damaged(why) = l {
             tracing::warn!(epoch, location = %store.location(), "checkpoint {epoch} ignored: {why}");
+            metrics.event("warn", format!("checkpoint {epoch} ignored: {why}"));
         }
     }
     let candidates = restore_candidates(&listing);
@@ -91,6 +94,13 @@ pub(crate) fn prepare(
         let started = Instant::now();
         match recovery::load(store, m).and_then(|state| restore_into(flow, m, state)) {
             Ok(()) => {
+                let ms = started.elapsed().as_millis() as u64;
+                metrics.checkpoints.restore_ms.store(ms, Ordering::Relaxed);
+                metrics
+                    .checkpoints
+                    .restored_epoch
+                    .store(epoch, Ordering::Relaxed);
+                metrics.event("info", format!("restored checkpoint {epoch} in {ms} ms"));
                 tracing::info!(
                     epoch,
                     ms = started.elapsed().as_millis() as u64,
@@ -247,6 +257,7 @@ pub(crate) fn coordinate(
     stages: &[Sender<Control>],
     checkpointing: Option<(&CheckpointConfig, &Resume)>,
     shape: JobShape,
+    metrics: &JobMetrics,
 ) -> Result<u64> {
     let n_sources = sources.len();
     let mut ended = 0;
@@ -277,22 +288,33 @@ pub(crate) fn coordinate(
     };
     let mut next = Instant::now() + cfg.interval;
     let mut completed = 0;
+    // The checkpoint taken after a stop request; the job ends once it is committed.
+    let mut last: Option<u64> = None;
     loop {
         if shared.cancel.load(Ordering::Relaxed) {
             return Ok(completed);
         }
         let all_ended = ended == n_sources;
+        let stopping = shared.stop.load(Ordering::Acquire);
         if coord.in_flight().is_none()
-            && (all_ended || Instant::now() >= next)
+            && last.is_none()
+            && (all_ended || stopping || Instant::now() >= next)
             && let Some(epoch) = coord.trigger(now_ms(), all_ended)
         {
             tracing::debug!(epoch, "checkpoint triggered");
+            if stopping && !all_ended {
+                tracing::info!(epoch, "stop requested: taking a last checkpoint ({epoch})");
+                metrics.event("info", format!("stop requested: last checkpoint {epoch}"));
+                last = Some(epoch);
+            }
             request(epoch);
         }
+        // A stop request is noticed within 100 ms.
         let wait = if coord.in_flight().is_some() {
-            Duration::from_secs(1)
+            Duration::from_millis(100)
         } else {
             next.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
         };
         match events.recv_timeout(wait) {
             Ok(Event::Ack(ack)) => {
@@ -300,8 +322,29 @@ pub(crate) fn coordinate(
                 let Some(Step::WriteManifest(m)) = step else {
                     continue;
                 };
-                store.put_manifest(m.epoch, &m.encode())?;
+                if let Err(e) = store.put_manifest(m.epoch, &m.encode()) {
+                    JobMetrics::add(&metrics.checkpoints.failed, 1);
+                    metrics.event("error", format!("checkpoint {} failed: {e}", m.epoch));
+                    return Err(e);
+                }
                 completed += 1;
+                let stats = &metrics.checkpoints;
+                JobMetrics::add(&stats.completed, 1);
+                stats.last_epoch.store(m.epoch, Ordering::Relaxed);
+                stats
+                    .last_duration_ms
+                    .store(m.duration_ms, Ordering::Relaxed);
+                stats.last_bytes.store(m.state_bytes(), Ordering::Relaxed);
+                metrics.event(
+                    "info",
+                    format!(
+                        "checkpoint {} complete in {} ms, {} bytes{}",
+                        m.epoch,
+                        m.duration_ms,
+                        m.state_bytes(),
+                        if m.finished { " (input finished)" } else { "" }
+                    ),
+                );
                 tracing::info!(
                     epoch = m.epoch,
                     duration_ms = m.duration_ms,
@@ -325,7 +368,7 @@ pub(crate) fn coordinate(
                         Step::WriteManifest(_) => {}
                     }
                 }
-                if m.finished {
+                if m.finished || last == Some(m.epoch) {
                     return Ok(completed);
                 }
                 next = Instant::now() + cfg.interval;

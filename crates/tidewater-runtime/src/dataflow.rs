@@ -21,6 +21,13 @@ pub enum Partitioning {
     },
 }
 
+fn edge_label(p: &Partitioning) -> String {
+    match p {
+        Partitioning::Forward => "forward".to_string(),
+        Partitioning::Hash { names, .. } => format!("hash({})", names.join(", ")),
+    }
+}
+
 /// The source stage: one reader and one chain per subtask.
 #[derive(Debug)]
 pub struct SourceStage {
@@ -75,6 +82,64 @@ impl Dataflow {
             lines.push(format!("{edge} -> {}: {}", st.name, ops(st.chains.first())));
         }
         lines
+    }
+
+    /// The graph as data (for the status page): stages with their name, parallelism,
+    /// operators and input edge.
+    pub fn graph(&self) -> serde_json::Value {
+        let ops = |c: Option<&Chain>| -> Vec<String> {
+            c.map(|c| c.iter().map(|o| o.name()).collect())
+                .unwrap_or_default()
+        };
+        let mut stages = vec![serde_json::json!({
+            "name": format!("source {}", self.source.name),
+            "parallelism": self.source.readers.len(),
+            "operators": ops(self.source.chains.first()),
+            "input": null,
+        })];
+        for st in &self.stages {
+            stages.push(serde_json::json!({
+                "name": st.name,
+                "parallelism": st.chains.len(),
+                "operators": ops(st.chains.first()),
+                "input": edge_label(&st.input),
+            }));
+        }
+        serde_json::json!({ "stages": stages })
+    }
+
+    /// The graph in Graphviz's dot language: one node per stage listing its chained
+    /// operators, edges labelled with their partitioning.
+    pub fn to_dot(&self) -> String {
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let node = |i: usize, title: &str, p: usize, c: Option<&Chain>| -> String {
+            let ops: Vec<String> = c
+                .map(|c| c.iter().map(|o| esc(&o.name())).collect())
+                .unwrap_or_default();
+            format!(
+                "  s{i} [shape=box, label=\"{} (parallelism {p})\\n{}\"];\n",
+                esc(title),
+                ops.join("\\n")
+            )
+        };
+        let mut s = String::from("digraph tidewater {\n  rankdir=LR;\n");
+        s.push_str(&node(
+            0,
+            &format!("source {}", self.source.name),
+            self.source.readers.len(),
+            self.source.chains.first(),
+        ));
+        for (i, st) in self.stages.iter().enumerate() {
+            s.push_str(&node(i + 1, &st.name, st.chains.len(), st.chains.first()));
+            let _ = writeln!(
+                s,
+                "  s{i} -> s{} [label=\"{}\"];",
+                i + 1,
+                esc(&edge_label(&st.input))
+            );
+        }
+        s.push_str("}\n");
+        s
     }
 
     /// A text picture of the graph.

@@ -22,6 +22,7 @@ use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use tidewater_core::key::{hash_columns, key_group, subtask_for_key_group};
+use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result};
 use tidewater_state::TaskId;
 use tidewater_state::protocol::JobShape;
@@ -29,7 +30,7 @@ use tidewater_state::protocol::JobShape;
 use crate::checkpoint::{self, CheckpointConfig};
 use crate::dataflow::{Dataflow, Partitioning};
 use crate::message::Message;
-use crate::task::{Control, Shared, SourceTask, StageTask};
+use crate::task::{Chained, Control, Shared, SourceTask, StageTask};
 
 pub(crate) type Envelope = (usize, Message);
 
@@ -131,6 +132,12 @@ fn split_by_key(
 pub struct ExecOptions {
     /// Checkpointing; `None` turns it off (sinks then commit at the end of input).
     pub checkpoint: Option<CheckpointConfig>,
+    /// Where per-subtask counters and checkpoint figures are registered (the job's
+    /// counters, so that the summary and the status page see them).
+    pub metrics: Arc<JobMetrics>,
+    /// Set to stop the job gracefully: sources stop reading; with checkpoints a last
+    /// checkpoint is taken and committed, without them the input ends where it is.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What a run did besides moving data.
@@ -143,6 +150,8 @@ pub struct ExecReport {
     /// True when the restored checkpoint was taken after the input had ended: there was
     /// nothing left to do.
     pub already_finished: bool,
+    /// The run was stopped on request before its input ended.
+    pub stopped: bool,
 }
 
 /// Runs the dataflow to completion (bounded input) or failure, without checkpoints.
@@ -165,7 +174,12 @@ pub fn execute_with(mut flow: Dataflow, options: &ExecOptions) -> Result<ExecRep
             .collect(),
     };
     let resume = match &options.checkpoint {
-        Some(cfg) => Some(checkpoint::prepare(&mut flow, cfg, &plan)?),
+        Some(cfg) => Some(checkpoint::prepare(
+            &mut flow,
+            cfg,
+            &plan,
+            &options.metrics,
+        )?),
         None => None,
     };
     if let Some(r) = &resume
@@ -175,6 +189,7 @@ pub fn execute_with(mut flow: Dataflow, options: &ExecOptions) -> Result<ExecRep
             restored: r.restored,
             checkpoints: 0,
             already_finished: true,
+            stopped: false,
         });
     }
     let cap = flow.channel_capacity.max(1);
@@ -227,19 +242,24 @@ pub fn execute_with(mut flow: Dataflow, options: &ExecOptions) -> Result<ExecRep
         requested: Arc::new(AtomicU64::new(first_epoch)),
         events: events_tx,
         store: options.checkpoint.as_ref().map(|c| c.store.clone()),
+        stop: options.stop.clone(),
     };
     let mut handles = Vec::new();
     let mut source_ctl = Vec::new();
     let mut stage_ctl = Vec::new();
     let Dataflow { source, stages, .. } = flow;
     let source_n = source.readers.len();
+    let source_label = format!("source {}", source.name);
     for (i, (reader, chain)) in source.readers.into_iter().zip(source.chains).enumerate() {
         let (ctl_tx, ctl_rx) = unbounded();
         source_ctl.push(ctl_tx);
         let task = SourceTask {
             reader,
-            chain,
-            router: make_router(0, i, &inboxes)?,
+            out: Chained {
+                chain,
+                router: make_router(0, i, &inboxes)?,
+                metrics: options.metrics.task(&source_label, i),
+            },
             id: TaskId {
                 stage: 0,
                 subtask: i,
@@ -275,8 +295,11 @@ pub fn execute_with(mut flow: Dataflow, options: &ExecOptions) -> Result<ExecRep
             let task = StageTask::new(
                 rx,
                 inputs,
-                chain,
-                router,
+                Chained {
+                    chain,
+                    router,
+                    metrics: options.metrics.task(&stage.name, i),
+                },
                 TaskId {
                     stage: s + 1,
                     subtask: i,
@@ -298,6 +321,7 @@ pub fn execute_with(mut flow: Dataflow, options: &ExecOptions) -> Result<ExecRep
         &stage_ctl,
         options.checkpoint.as_ref().zip(resume.as_ref()),
         shape,
+        &options.metrics,
     );
     let mut first_err = None;
     let checkpoints = match coordinated {
@@ -331,6 +355,7 @@ pub fn execute_with(mut flow: Dataflow, options: &ExecOptions) -> Result<ExecRep
         restored: resume.and_then(|r| r.restored),
         checkpoints,
         already_finished: false,
+        stopped: options.stop.load(std::sync::atomic::Ordering::Acquire),
     })
 }
 

@@ -30,5 +30,5 @@ pub use checkpoint::CheckpointConfig;
 pub use dataflow::{Chain, Dataflow, Partitioning, SourceStage, Stage};
 pub use exec::{ExecOptions, ExecReport};
 pub use message::{Barrier, Message};
-pub use operator::{KEY_GROUP_COLUMN, Operator, Output, RestoredState, StateWriter};
+pub use operator::{KEY_GROUP_COLUMN, Operator, Output, RestoredState, StateSize, StateWriter};
 pub use source::SourceReader;

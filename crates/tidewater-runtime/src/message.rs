@@ -1,5 +1,7 @@
 //! What flows through the channels between subtasks.
 
+use std::time::Instant;
+
 use arrow::record_batch::RecordBatch;
 use tidewater_core::Watermark;
 
@@ -10,8 +12,9 @@ use tidewater_core::Watermark;
 pub enum Message {
     /// A batch of rows (a few thousand, never one at a time).
     Data(RecordBatch),
-    /// Event time has reached this point on this channel.
-    Watermark(Watermark),
+    /// Event time has reached this point on this channel; the instant is when the
+    /// watermark was generated (emit latency is measured from it).
+    Watermark(Watermark, Instant),
     /// Checkpoint `n`: everything before it on this channel belongs to checkpoint `n`.
     Barrier(Barrier),
     /// The upstream subtask has no more data (bounded input). Barriers may still follow:

@@ -39,6 +39,17 @@ impl StateWriter {
     }
 }
 
+/// The size of an operator's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Keys with state.
+    pub keys: u64,
+    /// Slices (or sessions) with state.
+    pub slices: u64,
+    /// Approximate bytes.
+    pub bytes: u64,
+}
+
 /// The state an operator gets back on restore.
 #[derive(Debug)]
 pub struct RestoredState {
@@ -70,7 +81,8 @@ impl Output {
     /// Emits a watermark downstream. Only operators that *create* event time (the
     /// watermark generator) call this; input watermarks are forwarded by the runtime.
     pub fn emit_watermark(&mut self, wm: Watermark) {
-        self.items.push(Message::Watermark(wm));
+        self.items
+            .push(Message::Watermark(wm, std::time::Instant::now()));
     }
 
     pub(crate) fn push(&mut self, m: Message) {
@@ -143,6 +155,12 @@ pub trait Operator: Send + Debug {
         }
     }
 
+    /// How much state the operator holds, for metrics (sampled after watermarks).
+    /// Default: none.
+    fn state_size(&self) -> Option<StateSize> {
+        None
+    }
+
     /// A short name for `explain` and logs.
     fn name(&self) -> String {
         let full = std::any::type_name::<Self>();
@@ -151,20 +169,28 @@ pub trait Operator: Send + Debug {
 }
 
 /// Pushes `msg` through `chain`, handing whatever leaves the last operator to `sink`.
+/// Rows handed to the chain's last operator are added to `into_last` (for a chain that
+/// ends in a sink: the rows written).
 pub(crate) fn push_through(
     chain: &mut [Box<dyn Operator>],
     msg: Message,
     sink: &mut dyn FnMut(Message) -> Result<()>,
+    into_last: &mut u64,
 ) -> Result<()> {
     let Some((op, rest)) = chain.split_first_mut() else {
         return sink(msg);
     };
     let mut out = Output::default();
     match msg {
-        Message::Data(b) => op.process_batch(b, &mut out)?,
-        Message::Watermark(w) => {
+        Message::Data(b) => {
+            if rest.is_empty() {
+                *into_last += b.num_rows() as u64;
+            }
+            op.process_batch(b, &mut out)?
+        }
+        Message::Watermark(w, at) => {
             op.on_watermark(w, &mut out)?;
-            out.push(Message::Watermark(w));
+            out.push(Message::Watermark(w, at));
         }
         Message::EndOfStream => {
             op.on_end(&mut out)?;
@@ -174,7 +200,7 @@ pub(crate) fn push_through(
         Message::Barrier(b) => out.push(Message::Barrier(b)),
     }
     for m in out.drain() {
-        push_through(rest, m, sink)?;
+        push_through(rest, m, sink, into_last)?;
     }
     Ok(())
 }

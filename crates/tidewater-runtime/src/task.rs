@@ -5,7 +5,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use std::time::Instant;
+
 use crossbeam_channel::{Receiver, Sender, never, select};
+use tidewater_core::metrics::{JobMetrics, TaskMetrics};
 use tidewater_core::{Error, Result, Watermark};
 use tidewater_state::encode::encode_batches;
 use tidewater_state::{Ack, CheckpointStore, FileEntry, TaskId};
@@ -13,7 +16,7 @@ use tidewater_state::{Ack, CheckpointStore, FileEntry, TaskId};
 use crate::dataflow::Chain;
 use crate::exec::{Disconnected, Envelope, Router};
 use crate::message::{Barrier, Message};
-use crate::operator::{StateWriter, push_through};
+use crate::operator::{StateSize, StateWriter, push_through};
 use crate::source::SourceReader;
 
 /// From the coordinator to a subtask.
@@ -43,6 +46,8 @@ pub(crate) struct Shared {
     pub requested: Arc<AtomicU64>,
     pub events: Sender<Event>,
     pub store: Option<Arc<dyn CheckpointStore>>,
+    /// The user asked the job to stop (SIGINT/SIGTERM): sources stop reading.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -120,10 +125,63 @@ fn quiet(r: Result<()>) -> Result<()> {
     }
 }
 
-fn forward(router: &mut Router) -> impl FnMut(Message) -> Result<()> + '_ {
-    move |m| match router.route(m) {
-        Ok(r) => r,
-        Err(Disconnected) => Err(Error::Runtime(DISCONNECTED.into())),
+/// A subtask's chain of operators, where its output goes, and its counters.
+#[derive(Debug)]
+pub(crate) struct Chained {
+    pub chain: Chain,
+    pub router: Router,
+    pub metrics: Arc<TaskMetrics>,
+}
+
+impl Chained {
+    /// Pushes `msg` through the chain and routes what leaves it, counting rows out (rows
+    /// into the next stage, or into the sink that ends the chain) and the watermark that
+    /// leaves. Returns the rows that reached the chain's last operator.
+    fn push(&mut self, msg: Message) -> Result<u64> {
+        let Self {
+            chain,
+            router,
+            metrics,
+        } = self;
+        let terminal = matches!(router, Router::None);
+        let mut send = |m: Message| {
+            match &m {
+                Message::Data(b) => {
+                    JobMetrics::add(&metrics.records_out, b.num_rows() as u64);
+                }
+                Message::Watermark(w, _) => metrics.watermark.store(w.0, Ordering::Relaxed),
+                _ => {}
+            }
+            match router.route(m) {
+                Ok(r) => r,
+                Err(Disconnected) => Err(Error::Runtime(DISCONNECTED.into())),
+            }
+        };
+        let mut into_last = 0;
+        push_through(chain, msg, &mut send, &mut into_last)?;
+        if terminal {
+            JobMetrics::add(&metrics.records_out, into_last);
+        }
+        Ok(into_last)
+    }
+
+    /// Samples the state size of the chain's operators into the metrics.
+    fn sample_state(&self) {
+        let mut total = StateSize::default();
+        for op in &self.chain {
+            if let Some(s) = op.state_size() {
+                total.keys += s.keys;
+                total.slices += s.slices;
+                total.bytes += s.bytes;
+            }
+        }
+        self.metrics.state_keys.store(total.keys, Ordering::Relaxed);
+        self.metrics
+            .state_slices
+            .store(total.slices, Ordering::Relaxed);
+        self.metrics
+            .state_bytes
+            .store(total.bytes, Ordering::Relaxed);
     }
 }
 
@@ -131,8 +189,7 @@ fn forward(router: &mut Router) -> impl FnMut(Message) -> Result<()> + '_ {
 #[derive(Debug)]
 pub(crate) struct SourceTask {
     pub reader: Box<dyn SourceReader>,
-    pub chain: Chain,
-    pub router: Router,
+    pub out: Chained,
     pub id: TaskId,
     pub ctl: Receiver<Control>,
     /// The last checkpoint this subtask injected.
@@ -146,6 +203,7 @@ impl SourceTask {
     }
 
     fn run_inner(&mut self, shared: &Shared) -> Result<()> {
+        // Ended: no more input (EndOfStream sent), or stopped: asked to stop reading.
         let mut ended = false;
         loop {
             if shared.cancelled() {
@@ -169,13 +227,36 @@ impl SourceTask {
                     return Ok(());
                 }
             }
-            let mut send = forward(&mut self.router);
+            if shared.stop.load(Ordering::Acquire) {
+                ended = true;
+                if shared.store.is_none() {
+                    // Without checkpoints a stop ends the input here: open windows fire
+                    // with what they hold and sinks commit, as at the end of a file.
+                    self.out.push(Message::EndOfStream)?;
+                    let _ = shared.events.send(Event::SourceEnded);
+                }
+                // With checkpoints the coordinator takes a last checkpoint (no end of
+                // stream: open windows stay open in it) and then stops the job.
+                continue;
+            }
             match self.reader.next_batch()? {
                 Some(b) if b.num_rows() == 0 => {}
-                Some(b) => push_through(&mut self.chain, Message::Data(b), &mut send)?,
+                Some(b) => {
+                    let m = &self.out.metrics;
+                    JobMetrics::add(&m.records_in, b.num_rows() as u64);
+                    JobMetrics::add(&m.batches_in, 1);
+                    self.out.push(Message::Data(b))?;
+                }
                 None => {
-                    push_through(&mut self.chain, Message::EndOfStream, &mut send)?;
+                    self.out.push(Message::EndOfStream)?;
                     ended = true;
+                    tracing::info!(
+                        subtask = self.id.subtask,
+                        records = self.out.metrics.records_in.load(Ordering::Relaxed),
+                        "{} subtask {} finished its input",
+                        self.out.metrics.operator,
+                        self.id.subtask
+                    );
                     let _ = shared.events.send(Event::SourceEnded);
                 }
             }
@@ -186,10 +267,9 @@ impl SourceTask {
     fn inject(&mut self, epoch: u64, shared: &Shared) -> Result<()> {
         let barrier = Barrier::new(epoch);
         let position = self.reader.snapshot(epoch)?;
-        shared.snapshot(&mut self.chain, &barrier, self.id, Some(position))?;
+        shared.snapshot(&mut self.out.chain, &barrier, self.id, Some(position))?;
         self.injected = epoch;
-        let mut send = forward(&mut self.router);
-        push_through(&mut self.chain, Message::Barrier(barrier), &mut send)
+        self.out.push(Message::Barrier(barrier)).map(|_| ())
     }
 }
 
@@ -197,8 +277,7 @@ impl SourceTask {
 #[derive(Debug)]
 pub(crate) struct StageTask {
     rx: Receiver<Envelope>,
-    chain: Chain,
-    router: Router,
+    out: Chained,
     id: TaskId,
     ctl: Receiver<Control>,
     /// Last watermark of each input.
@@ -216,15 +295,16 @@ impl StageTask {
     pub(crate) fn new(
         rx: Receiver<Envelope>,
         inputs: usize,
-        chain: Chain,
-        router: Router,
+        out: Chained,
         id: TaskId,
         ctl: Receiver<Control>,
     ) -> Self {
+        out.metrics
+            .queue_capacity
+            .store(rx.capacity().unwrap_or(0) as u64, Ordering::Relaxed);
         Self {
             rx,
-            chain,
-            router,
+            out,
             id,
             ctl,
             wms: vec![Watermark::MIN; inputs],
@@ -268,7 +348,7 @@ impl StageTask {
 
     fn control(&mut self, c: Control) -> Result<()> {
         if let Control::Commit(epoch) = c {
-            for op in self.chain.iter_mut() {
+            for op in self.out.chain.iter_mut() {
                 op.on_commit(epoch)?;
             }
         }
@@ -281,24 +361,27 @@ impl StageTask {
             return Ok(());
         }
         match msg {
-            Message::Data(b) => push_through(
-                &mut self.chain,
-                Message::Data(b),
-                &mut forward(&mut self.router),
-            ),
-            Message::Watermark(w) => {
+            Message::Data(b) => {
+                let m = &self.out.metrics;
+                JobMetrics::add(&m.records_in, b.num_rows() as u64);
+                JobMetrics::add(&m.batches_in, 1);
+                m.queued.store(self.rx.len() as u64, Ordering::Relaxed);
+                self.out.push(Message::Data(b)).map(|_| ())
+            }
+            Message::Watermark(w, at) => {
                 if w > self.wms[from] {
                     self.wms[from] = w;
                 }
-                self.advance()
+                self.advance(at)
             }
             Message::EndOfStream => {
                 self.ended[from] = true;
                 if self.ended.iter().all(|e| *e) {
-                    let mut send = forward(&mut self.router);
-                    return push_through(&mut self.chain, Message::EndOfStream, &mut send);
+                    self.out.push(Message::EndOfStream)?;
+                    self.out.sample_state();
+                    return Ok(());
                 }
-                self.advance()
+                self.advance(Instant::now())
             }
             Message::Barrier(b) => {
                 // Every input delivers every barrier, even after its end of stream.
@@ -313,12 +396,8 @@ impl StageTask {
 
     /// Barrier `b` is in from every input: snapshot, forward it, release the stash.
     fn align_complete(&mut self, b: Barrier, shared: &Shared) -> Result<()> {
-        shared.snapshot(&mut self.chain, &b, self.id, None)?;
-        push_through(
-            &mut self.chain,
-            Message::Barrier(b),
-            &mut forward(&mut self.router),
-        )?;
+        shared.snapshot(&mut self.out.chain, &b, self.id, None)?;
+        self.out.push(Message::Barrier(b))?;
         self.blocked.fill(false);
         let stash = std::mem::take(&mut self.stash);
         for env in stash {
@@ -327,8 +406,9 @@ impl StageTask {
         Ok(())
     }
 
-    /// Pushes the combined watermark through the chain if it advanced.
-    fn advance(&mut self) -> Result<()> {
+    /// Pushes the combined watermark through the chain if it advanced. `at`: when the
+    /// watermark that made it advance was generated; results it fires are timed from it.
+    fn advance(&mut self, at: Instant) -> Result<()> {
         let combined = self
             .wms
             .iter()
@@ -339,8 +419,20 @@ impl StageTask {
             .unwrap_or(Watermark::MAX);
         if combined > self.current {
             self.current = combined;
-            let mut send = forward(&mut self.router);
-            push_through(&mut self.chain, Message::Watermark(combined), &mut send)?;
+            let fired = self.out.push(Message::Watermark(combined, at))?;
+            let m = &self.out.metrics;
+            m.watermark.store(combined.0, Ordering::Relaxed);
+            if fired > 0 {
+                let latency = at.elapsed();
+                m.emit_latency.record(latency);
+                metrics::histogram!(
+                    "tidewater_emit_latency_seconds",
+                    "operator" => m.operator.clone(),
+                    "subtask" => m.subtask.to_string()
+                )
+                .record(latency.as_secs_f64());
+            }
+            self.out.sample_state();
         }
         Ok(())
     }

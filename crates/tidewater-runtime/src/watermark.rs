@@ -195,7 +195,7 @@ mod tests {
         op.process_batch(batch, &mut out)?;
         let items: Vec<_> = out.drain().collect();
         match items.as_slice() {
-            [crate::Message::Data(b), crate::Message::Watermark(w)] => {
+            [crate::Message::Data(b), crate::Message::Watermark(w, _)] => {
                 assert_eq!(b.num_rows(), 2);
                 assert_eq!(*w, Watermark(6_000));
             }

@@ -16,6 +16,8 @@ pub struct KeyTable {
     ids: HashMap<Box<[u8]>, u32, ahash::RandomState>,
     rows: Vec<Box<[u8]>>,
     free: Vec<u32>,
+    /// Bytes of the live keys' rows.
+    bytes: usize,
 }
 
 impl KeyTable {
@@ -30,6 +32,7 @@ impl KeyTable {
             ids: HashMap::default(),
             rows: Vec::new(),
             free: Vec::new(),
+            bytes: 0,
         })
     }
 
@@ -56,6 +59,7 @@ impl KeyTable {
             return *id;
         }
         let boxed: Box<[u8]> = row.into();
+        self.bytes += row.len();
         let id = match self.free.pop() {
             Some(id) => {
                 self.rows[id as usize] = boxed.clone();
@@ -74,6 +78,7 @@ impl KeyTable {
     pub fn release(&mut self, id: u32) {
         if let Some(row) = self.rows.get_mut(id as usize) {
             let row = std::mem::take(row);
+            self.bytes -= row.len();
             self.ids.remove(&row);
             self.free.push(id);
         }
@@ -82,6 +87,11 @@ impl KeyTable {
     /// Number of live keys.
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Approximate bytes held for the live keys (their rows, twice: map and list).
+    pub fn bytes(&self) -> usize {
+        self.bytes * 2 + self.ids.len() * 48
     }
 
     /// True when no key is live.

@@ -13,7 +13,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Result, Watermark};
-use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateWriter};
+use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateSize, StateWriter};
 
 use crate::agg::{Acc, AggSpec, ArgView, OutColumn, result_batch};
 use crate::keys::KeyTable;
@@ -198,6 +198,18 @@ impl Operator for SessionWindowOperator {
     fn on_end(&mut self, out: &mut Output) -> Result<()> {
         self.watermark = Watermark::MAX;
         self.fire_until(Watermark::MAX, out)
+    }
+
+    fn state_size(&self) -> Option<StateSize> {
+        // Timers approximate the open sessions (stale entries are few).
+        let sessions = self.timers.len();
+        Some(StateSize {
+            keys: self.keys.len() as u64,
+            slices: sessions as u64,
+            bytes: (self.keys.bytes()
+                + sessions * (16 + self.input.aggs.len() * std::mem::size_of::<Acc>()))
+                as u64,
+        })
     }
 
     /// State: every open session of every key (keyed) and the watermark.

@@ -16,7 +16,7 @@ use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::time::floor_div;
 use tidewater_core::{Error, Result, Watermark};
-use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateWriter};
+use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateSize, StateWriter};
 
 use crate::agg::{Acc, AggSpec, OutColumn, result_batch};
 use crate::keys::KeyTable;
@@ -389,6 +389,18 @@ impl Operator for SlicedWindowOperator {
     fn on_end(&mut self, out: &mut Output) -> Result<()> {
         self.watermark = Watermark::MAX;
         self.fire_until(Watermark::MAX, out)
+    }
+
+    fn state_size(&self) -> Option<StateSize> {
+        let slots = (self.arena.slots as usize).saturating_sub(self.arena.free.len());
+        let partials = slots * self.input.aggs.len() * std::mem::size_of::<Acc>();
+        let per_key =
+            std::mem::size_of::<KeyState>() + self.input.aggs.len() * std::mem::size_of::<Acc>();
+        Some(StateSize {
+            keys: self.live.len() as u64,
+            slices: slots as u64,
+            bytes: (partials + self.keys.bytes() + self.live.len() * per_key) as u64,
+        })
     }
 
     /// State: every key's slice partials (keyed) and the clock. Running results are

@@ -1,0 +1,96 @@
+//! What the CLI prints besides results: `explain --format dot`, JSON log lines, the
+//! summary with emit latency.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn tidewater(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn explain_as_graphviz_dot() {
+    let out = tidewater(&[
+        "explain",
+        "examples/sliding_sum.sql",
+        "-p",
+        "3",
+        "--format",
+        "dot",
+    ]);
+    assert!(out.status.success());
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(dot.starts_with("digraph tidewater {"), "{dot}");
+    assert!(dot.trim_end().ends_with('}'), "{dot}");
+    assert!(dot.contains("s0 -> s1 [label=\"hash(key)\"]"), "{dot}");
+    assert!(dot.contains("source events (parallelism 3)"), "{dot}");
+    assert!(dot.contains("window (parallelism 3)"), "{dot}");
+    assert!(
+        dot.contains("Window[HOP size 10000 ms slide 2000 ms"),
+        "{dot}"
+    );
+    // Every quote inside a label is escaped: labels open and close in pairs per line.
+    for line in dot.lines().filter(|l| l.contains("label=")) {
+        let unescaped = line.matches('"').count() - line.matches("\\\"").count();
+        assert_eq!(unescaped % 2, 0, "{line}");
+    }
+    let bad = tidewater(&["explain", "examples/sliding_sum.sql", "--format", "svg"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_the_summary_reports_latency() {
+    let out = tidewater(&[
+        "--log-format",
+        "json",
+        "run",
+        "examples/sliding_sum.sql",
+        "-p",
+        "2",
+        "--http",
+        "off",
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let json: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let messages: Vec<&str> = json
+        .iter()
+        .filter_map(|j| j["fields"]["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("job 'sliding_sum' started")),
+        "{err}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("finished its input")),
+        "{err}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("job 'sliding_sum' finished")),
+        "{err}"
+    );
+    let finished = json
+        .iter()
+        .find(|j| {
+            j["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("job 'sliding_sum' finished"))
+        })
+        .unwrap();
+    assert_eq!(finished["fields"]["events_in"], 20_000);
+    assert!(err.contains("events in: 20000"), "{err}");
+    assert!(err.contains("emit latency"), "{err}");
+}
