@@ -228,23 +228,18 @@ impl Operator for SessionWindowOperator {
 
     fn restore(&mut self, restored: RestoredState) -> Result<()> {
         let n = self.input.aggs.len();
-        for batch in &restored.batches {
-            let rows = state::read(batch, self.input.key_columns)?;
-            let keys = self.keys.rows(&rows.key_columns)?;
-            for r in 0..batch.num_rows() {
-                if let Some((wm, _)) = rows.clock(r) {
-                    self.watermark = self.watermark.max(Watermark(wm));
-                    continue;
-                }
-                let id = self.intern(KeyTable::key_of(&keys, r));
-                let (start, end) = (rows.a.value(r), rows.b.value(r));
-                self.states[id].sessions.push(Session {
-                    start,
-                    end,
-                    accs: rows.accs(r, n)?.into(),
-                });
-                self.timers.insert((end, id as u32));
-            }
+        let state = state::decode(&restored.batches, self.input.key_columns, &self.keys, n)?;
+        if let Some((wm, _)) = state.clock {
+            self.watermark = self.watermark.max(Watermark(wm));
+        }
+        for row in state.rows {
+            let id = self.intern(&row.key);
+            self.states[id].sessions.push(Session {
+                start: row.a,
+                end: row.b,
+                accs: row.accs.into(),
+            });
+            self.timers.insert((row.b, id as u32));
         }
         Ok(())
     }

@@ -423,20 +423,15 @@ impl Operator for SlicedWindowOperator {
 
     fn restore(&mut self, restored: RestoredState) -> Result<()> {
         let n = self.input.aggs.len();
-        for batch in &restored.batches {
-            let rows = state::read(batch, self.input.key_columns)?;
-            let keys = self.keys.rows(&rows.key_columns)?;
-            for r in 0..batch.num_rows() {
-                if let Some((wm, fired)) = rows.clock(r) {
-                    self.watermark = self.watermark.max(Watermark(wm));
-                    self.fired_end = self.fired_end.max(fired);
-                    continue;
-                }
-                let id = self.keys.intern(KeyTable::key_of(&keys, r)) as usize;
-                let accs = rows.accs(r, n)?;
-                let slot = self.slot_of(id, rows.a.value(r));
-                self.arena.get_mut(slot, n).clone_from_slice(&accs);
-            }
+        let state = state::decode(&restored.batches, self.input.key_columns, &self.keys, n)?;
+        if let Some((wm, fired)) = state.clock {
+            self.watermark = self.watermark.max(Watermark(wm));
+            self.fired_end = self.fired_end.max(fired);
+        }
+        for row in state.rows {
+            let id = self.keys.intern(&row.key) as usize;
+            let slot = self.slot_of(id, row.a);
+            self.arena.get_mut(slot, n).clone_from_slice(&row.accs);
         }
         Ok(())
     }

@@ -82,8 +82,55 @@ impl StateBuilder {
     }
 }
 
+/// One keyed row of restored state.
+pub(crate) struct RestoredRow {
+    /// The key, as the key table's row bytes.
+    pub key: Box<[u8]>,
+    /// The range: slice index twice, or session start and end.
+    pub a: i64,
+    pub b: i64,
+    pub accs: Vec<Acc>,
+}
+
+/// Restored state: the newest clock (watermark, fired end) and every keyed row.
+pub(crate) struct Restored {
+    pub clock: Option<(i64, i64)>,
+    pub rows: Vec<RestoredRow>,
+}
+
+/// Decodes state batches written by [`StateBuilder::finish`] (several old subtasks'
+/// worth) for an operator with `key_columns` key columns and `n` aggregates.
+pub(crate) fn decode(
+    batches: &[RecordBatch],
+    key_columns: usize,
+    keys: &KeyTable,
+    n: usize,
+) -> Result<Restored> {
+    let mut out = Restored {
+        clock: None,
+        rows: Vec::new(),
+    };
+    for batch in batches {
+        let rows = read(batch, key_columns)?;
+        let key_rows = keys.rows(&rows.key_columns)?;
+        for r in 0..batch.num_rows() {
+            if let Some((a, b)) = rows.clock(r) {
+                out.clock = Some(out.clock.map_or((a, b), |(x, y)| (x.max(a), y.max(b))));
+                continue;
+            }
+            out.rows.push(RestoredRow {
+                key: KeyTable::key_of(&key_rows, r).into(),
+                a: rows.a.value(r),
+                b: rows.b.value(r),
+                accs: rows.accs(r, n)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A state batch taken apart.
-pub(crate) struct StateRows<'a> {
+struct StateRows<'a> {
     /// The key columns (row 0 may be the clock row's nulls).
     pub key_columns: Vec<ArrayRef>,
     pub group: &'a UInt16Array,
@@ -94,21 +141,21 @@ pub(crate) struct StateRows<'a> {
 
 impl StateRows<'_> {
     /// The clock row's (watermark, fired end), if this row is it.
-    pub(crate) fn clock(&self, row: usize) -> Option<(i64, i64)> {
+    fn clock(&self, row: usize) -> Option<(i64, i64)> {
         self.group
             .is_null(row)
             .then(|| (self.a.value(row), self.b.value(row)))
     }
 
     /// The partials of row `row`, `n` of them.
-    pub(crate) fn accs(&self, row: usize, n: usize) -> Result<Vec<Acc>> {
+    fn accs(&self, row: usize, n: usize) -> Result<Vec<Acc>> {
         let mut bytes = self.partials.value(row);
         (0..n).map(|_| Acc::decode(&mut bytes)).collect()
     }
 }
 
 /// Reads a batch written by [`StateBuilder::finish`] with `keys` key columns.
-pub(crate) fn read(batch: &RecordBatch, keys: usize) -> Result<StateRows<'_>> {
+fn read(batch: &RecordBatch, keys: usize) -> Result<StateRows<'_>> {
     let bad =
         || Error::runtime("window state has an unexpected layout (written by another version?)");
     let cols = batch.columns();
