@@ -289,6 +289,8 @@ pub(crate) struct StageTask {
     /// messages wait in `stash` until every input's barrier is in.
     blocked: Vec<bool>,
     stash: VecDeque<Envelope>,
+    /// The emit-latency histogram in the `metrics` registry (Prometheus).
+    latency: metrics::Histogram,
 }
 
 impl StageTask {
@@ -302,8 +304,15 @@ impl StageTask {
         out.metrics
             .queue_capacity
             .store(rx.capacity().unwrap_or(0) as u64, Ordering::Relaxed);
+        // One handle per subtask: the labels are formatted once, not per firing.
+        let latency = metrics::histogram!(
+            "tidewater_emit_latency_seconds",
+            "operator" => out.metrics.operator.clone(),
+            "subtask" => out.metrics.subtask.to_string()
+        );
         Self {
             rx,
+            latency,
             out,
             id,
             ctl,
@@ -425,12 +434,7 @@ impl StageTask {
             if fired > 0 {
                 let latency = at.elapsed();
                 m.emit_latency.record(latency);
-                metrics::histogram!(
-                    "tidewater_emit_latency_seconds",
-                    "operator" => m.operator.clone(),
-                    "subtask" => m.subtask.to_string()
-                )
-                .record(latency.as_secs_f64());
+                self.latency.record(latency.as_secs_f64());
             }
             self.out.sample_state();
         }
