@@ -180,7 +180,7 @@ fn restore(dir: &Path) {
     let to_line = started.elapsed();
     child.kill().unwrap();
     child.wait().unwrap();
-    println!("## restore of a checkpoint with {keys} keys in open windows (p=2)\n");
+    println!("## restore of a checkpoint with {keys} window-state rows (key × open window, p=2)\n");
     println!(
         "| checkpoint size | checkpoint took | restore (runtime log) | process start to restored |"
     );
