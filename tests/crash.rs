@@ -107,21 +107,16 @@ fn difference(want: &[String], got: &[String]) -> String {
     )
 }
 
-#[test]
-fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
-    let min_kills = env_or("TIDEWATER_CRASH_KILLS", 20);
-    let events = env_or("TIDEWATER_CRASH_EVENTS", 600_000) as usize;
-    let seed = env_or("TIDEWATER_CRASH_SEED", 11);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// Writes `events` classic events under `dir` and runs the job on them uninterrupted
+/// (with checkpoints too, into its own directories): the input, the committed rows, and
+/// how long the run took.
+fn reference_run(dir: &Path, events: usize, seed: u64) -> (PathBuf, Vec<String>, Duration) {
     let input = dir.join("events.csv");
     std::fs::write(
         &input,
         classic::classic_csv(&classic::classic_events(events, 1_000, seed), true),
     )
     .unwrap();
-
-    // The uninterrupted run (with checkpoints too, into its own directories).
     let ref_job = dir.join("reference.sql");
     std::fs::write(
         &ref_job,
@@ -130,13 +125,23 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
     .unwrap();
     let started = Instant::now();
     let status = tidewater(&ref_job, &dir.join("ref.log")).status().unwrap();
-    let full = started.elapsed();
+    let took = started.elapsed();
     assert!(
         status.success(),
         "reference run failed: {}",
         std::fs::read_to_string(dir.join("ref.log")).unwrap_or_default()
     );
-    let want = committed_rows(&dir.join("ref-out"));
+    (input, committed_rows(&dir.join("ref-out")), took)
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
+    let min_kills = env_or("TIDEWATER_CRASH_KILLS", 20);
+    let events = env_or("TIDEWATER_CRASH_EVENTS", 600_000) as usize;
+    let seed = env_or("TIDEWATER_CRASH_SEED", 11);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (input, want, full) = reference_run(dir, events, seed);
     assert!(
         want.len() > 100_000,
         "reference output has only {} rows",
@@ -233,25 +238,7 @@ fn complete_checkpoints(state: &Path) -> usize {
 fn a_job_killed_at_one_parallelism_resumes_at_another() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let input = dir.join("events.csv");
-    std::fs::write(
-        &input,
-        classic::classic_csv(&classic::classic_events(400_000, 1_000, 5), true),
-    )
-    .unwrap();
-    let ref_job = dir.join("reference.sql");
-    std::fs::write(
-        &ref_job,
-        job(&input, &dir.join("ref-out"), &dir.join("ref-state")),
-    )
-    .unwrap();
-    assert!(
-        tidewater(&ref_job, &dir.join("ref.log"))
-            .status()
-            .unwrap()
-            .success()
-    );
-    let want = committed_rows(&dir.join("ref-out"));
+    let (input, want, _) = reference_run(dir, 400_000, 5);
 
     for (from, to) in [(2, 3), (3, 1)] {
         let out = dir.join(format!("out-{from}-{to}"));
