@@ -7,7 +7,8 @@
 //! - [`core`] (`tidewater-core`): time, messages, key groups, metrics, errors.
 //! - [`runtime`] (`tidewater-runtime`): the `Operator` trait, channels, the executor.
 //! - [`window`] (`tidewater-window`): window assigners, slicing, aggregate state.
-//! - [`connectors`] (`tidewater-connectors`): filesystem, stdin, datagen, print, blackhole.
+//! - [`connectors`] (`tidewater-connectors`): filesystem, stdin, datagen, print, blackhole,
+//!   kafka (with the partition-task runtime that scales Kafka jobs out).
 //! - [`sql`] (`tidewater-sql`): job files → plans; [`JobBuilder`] for plans in code.
 //! - this crate: [`Job`], the front door, and the CLI (`src/main.rs`).
 //!
@@ -61,6 +62,8 @@ pub struct JobOptions {
 #[derive(Debug)]
 pub struct Job {
     plan: Plan,
+    /// The job file and planner options, for jobs that plan a chain per task (Kafka).
+    sql: Option<(tidewater_sql::JobFile, tidewater_sql::PlanOptions)>,
     checkpoint_dir: Option<PathBuf>,
     from_scratch: bool,
     stop: Arc<AtomicBool>,
@@ -112,6 +115,7 @@ impl Job {
         };
         Ok(Self {
             plan: tidewater_sql::plan_job(&file, &opts)?,
+            sql: Some((file, opts)),
             checkpoint_dir: options.checkpoint_dir.clone(),
             from_scratch: options.from_scratch,
             stop: Arc::default(),
@@ -134,6 +138,7 @@ impl Job {
     pub fn from_plan(plan: Plan) -> Self {
         Self {
             plan,
+            sql: None,
             checkpoint_dir: None,
             from_scratch: false,
             stop: Arc::default(),
@@ -146,8 +151,12 @@ impl Job {
     }
 
     /// Where this job's checkpoints go when checkpointing is on.
+    /// A Kafka job has none: its state is in Kafka.
     pub fn checkpoint_dir(&self) -> Option<PathBuf> {
         self.plan.checkpoint.interval?;
+        if self.is_kafka() {
+            return None;
+        }
         Some(
             self.checkpoint_dir
                 .clone()
@@ -181,8 +190,16 @@ impl Job {
         &self.plan.name
     }
 
+    /// True when the job reads Kafka: it runs as partition tasks of a consumer group.
+    pub fn is_kafka(&self) -> bool {
+        self.plan.source_table.is_kafka()
+    }
+
     /// Runs until a bounded input ends (or forever on an unbounded one).
     pub fn run(self) -> Result<JobReport> {
+        if self.is_kafka() {
+            return self.run_kafka();
+        }
         let metrics = self.plan.metrics.clone();
         let started = Instant::now();
         let interval = self.plan.checkpoint.interval;
@@ -228,4 +245,80 @@ impl Job {
         );
         Ok(report)
     }
+
+    /// Runs a Kafka job: this instance joins the consumer group with one member per
+    /// unit of parallelism until stopped.
+    fn run_kafka(self) -> Result<JobReport> {
+        use tidewater_connectors::kafka::{
+            KafkaJob, KafkaSinkOptions, KafkaSourceOptions, TaskSink, tasks,
+        };
+        let Some((file, opts)) = self.sql else {
+            return Err(Error::config(
+                "source",
+                "kafka jobs are planned from SQL (Job::from_sql / Job::from_file)",
+            ));
+        };
+        let plan = self.plan;
+        let table = &plan.source_table;
+        let source = KafkaSourceOptions::parse(&table.options, &table.physical)?;
+        let (sink_options, sink_schema) = &plan.sink_table;
+        let sink = if sink_options
+            .get("connector")
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("kafka"))
+        {
+            TaskSink::Kafka(KafkaSinkOptions::parse(sink_options, sink_schema)?)
+        } else {
+            TaskSink::InChain
+        };
+        // A task's chain is the plan at parallelism 1, its stages run one after the
+        // other on the member's thread.
+        let task_opts = tidewater_sql::PlanOptions {
+            parallelism: Some(1),
+            metrics: plan.metrics.clone(),
+            ..opts
+        };
+        let make_chain = Box::new(move || -> Result<tidewater_runtime::Chain> {
+            let p = tidewater_sql::plan_job(&file, &task_opts)?;
+            let mut flow = p.dataflow;
+            let mut chain = flow.source.chains.pop().unwrap_or_default();
+            for mut st in flow.stages {
+                chain.extend(st.chains.pop().unwrap_or_default());
+            }
+            Ok(chain)
+        });
+        let metrics = plan.metrics.clone();
+        let started = Instant::now();
+        let report = tasks::run(KafkaJob {
+            name: plan.name.clone(),
+            source,
+            schema: table.physical.clone(),
+            sink,
+            make_chain,
+            members: plan.parallelism,
+            checkpoint_interval: plan.checkpoint.interval.unwrap_or(KAFKA_COMMIT_INTERVAL),
+            metrics: metrics.clone(),
+            dead_letters: table.dead_letters.clone(),
+            stop: self.stop.clone(),
+        })?;
+        tracing::info!(
+            tasks_opened = report.tasks_opened,
+            tasks_restored = report.tasks_restored,
+            "kafka job '{}' stopped",
+            plan.name
+        );
+        Ok(JobReport {
+            metrics: metrics.snapshot(),
+            elapsed: started.elapsed(),
+            exec: tidewater_runtime::ExecReport {
+                restored: None,
+                checkpoints: metrics.checkpoints.completed.load(Ordering::Relaxed),
+                already_finished: false,
+                stopped: true,
+            },
+            emit_latency_ms: metrics.emit_latency(),
+        })
+    }
 }
+
+/// How often the tasks of a Kafka job commit when the job sets no checkpoint interval.
+pub const KAFKA_COMMIT_INTERVAL: Duration = Duration::from_secs(1);

@@ -10,12 +10,15 @@ use tidewater_core::{Error, Result};
 
 /// Writes each dead letter as one JSON object per line:
 /// `{"reason": .., "file": .., "line": .., "raw": ..}` (`"stream"` instead of `"file"` for
-/// stdin). Raw bytes that are not UTF-8 are written lossily and also as `"raw_hex"`.
+/// stdin; `"topic"`, `"partition"`, `"offset"` for Kafka). Raw bytes that are not UTF-8 are written lossily and also as `"raw_hex"`.
 #[derive(Debug)]
 pub struct FileDeadLetters {
     path: PathBuf,
     /// Opened on the first letter, so that planning (`explain`) leaves no trace.
     out: Mutex<Option<BufWriter<File>>>,
+    /// Append instead of truncating: for unbounded sources whose tasks (and instances)
+    /// write to one file over many runs.
+    append: bool,
 }
 
 impl FileDeadLetters {
@@ -31,6 +34,16 @@ impl FileDeadLetters {
         Ok(Self {
             path: path.to_path_buf(),
             out: Mutex::new(None),
+            append: false,
+        })
+    }
+
+    /// Like [`FileDeadLetters::create`], but appends to the file: each letter is one
+    /// `O_APPEND` write of a whole line, so several writers never interleave.
+    pub fn append(path: &Path) -> Result<Self> {
+        Ok(Self {
+            append: true,
+            ..Self::create(path)?
         })
     }
 
@@ -42,7 +55,8 @@ impl FileDeadLetters {
         let f = OpenOptions::new()
             .create(true)
             .write(true)
-            .truncate(true)
+            .append(self.append)
+            .truncate(!self.append)
             .open(&self.path)
             .map_err(|e| Error::io("cannot open dead-letter file", &self.path, e))?;
         Ok(BufWriter::new(f))
@@ -62,6 +76,15 @@ pub fn to_json(letter: &DeadLetter) -> serde_json::Value {
             o.insert("stream".into(), stream.clone().into());
             o.insert("line".into(), (*line).into());
         }
+        Position::Kafka {
+            topic,
+            partition,
+            offset,
+        } => {
+            o.insert("topic".into(), topic.clone().into());
+            o.insert("partition".into(), (*partition).into());
+            o.insert("offset".into(), (*offset).into());
+        }
         Position::Unknown => {}
     }
     o.insert(
@@ -77,7 +100,8 @@ pub fn to_json(letter: &DeadLetter) -> serde_json::Value {
 
 impl DeadLetterSink for FileDeadLetters {
     fn write(&self, letter: DeadLetter) -> Result<()> {
-        let line = to_json(&letter).to_string();
+        let mut line = to_json(&letter).to_string();
+        line.push('\n');
         let mut guard = self
             .out
             .lock()
@@ -87,7 +111,6 @@ impl DeadLetterSink for FileDeadLetters {
             None => guard.insert(self.open()?),
         };
         out.write_all(line.as_bytes())
-            .and_then(|_| out.write_all(b"\n"))
             .and_then(|_| out.flush())
             .map_err(|e| Error::io("cannot write dead letter to", &self.path, e))
     }

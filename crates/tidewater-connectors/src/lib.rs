@@ -9,8 +9,9 @@
 //!   with their reason and line number; timestamp formatting for the writers.
 //! - [`dead_letter`]: the JSON-lines dead-letter file.
 //! - Connectors, each in `<name>/{mod,source,sink}.rs`: [`filesystem`], [`stdio`],
-//!   [`datagen`], [`print`], [`blackhole`], and [`memory`] (in-process batches, for the
-//!   Rust API and tests).
+//!   [`datagen`], [`print`], [`blackhole`], [`kafka`] (which also holds the partition-task
+//!   runtime of Kafka jobs), and [`memory`] (in-process batches, for the Rust API and
+//!   tests).
 //!
 //! Connectors depend on the runtime's [`SourceReader`](tidewater_runtime::SourceReader)
 //! and [`Operator`](tidewater_runtime::Operator) traits, never the other way round.
@@ -20,6 +21,7 @@ pub mod datagen;
 pub mod dead_letter;
 pub mod filesystem;
 pub mod format;
+pub mod kafka;
 pub mod memory;
 pub mod options;
 pub mod print;

@@ -10,7 +10,7 @@ use tidewater_runtime::{Operator, SourceReader};
 
 use crate::dead_letter::{DiscardDeadLetters, FileDeadLetters};
 use crate::options::suggest;
-use crate::{TableOptions, blackhole, datagen, filesystem, print, stdio};
+use crate::{TableOptions, blackhole, datagen, filesystem, kafka, print, stdio};
 
 /// What a source factory gets.
 #[derive(Debug)]
@@ -69,6 +69,7 @@ static REGISTRY: &[Connector] = &[
     stdio::CONNECTOR,
     print::CONNECTOR,
     blackhole::CONNECTOR,
+    kafka::CONNECTOR,
 ];
 
 /// All connectors.
@@ -118,6 +119,10 @@ pub fn connector(options: &TableOptions) -> Result<&'static Connector> {
 /// The dead-letter sink of a source table: 'dead-letter.path' or counting only.
 pub fn dead_letters_for(options: &TableOptions) -> Result<Arc<dyn DeadLetterSink>> {
     Ok(match options.get("dead-letter.path") {
+        // A Kafka job's tasks come and go with rebalances and restarts: append.
+        Some(p) if options.get("connector") == Some("kafka") => {
+            Arc::new(FileDeadLetters::append(std::path::Path::new(p))?)
+        }
         Some(p) => Arc::new(FileDeadLetters::create(std::path::Path::new(p))?),
         None => Arc::new(DiscardDeadLetters),
     })

@@ -19,6 +19,15 @@ pub enum Position {
         /// 1-based line number in the stream.
         line: u64,
     },
+    /// A record of a Kafka partition.
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+    },
     /// Not known (e.g. a late event after decoding).
     Unknown,
 }

@@ -57,3 +57,27 @@ mod tests {
         assert_eq!(gcd(10_000, 3_000), 1_000);
     }
 }
+
+/// Parses a duration the way Flink writes them: `500ms`, `1s`, `10 s`, `2min`, `1h`; a
+/// bare number is milliseconds.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. '500ms', '1s', '2min')"))?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => Some(n),
+        "s" | "sec" | "secs" | "second" | "seconds" => n.checked_mul(1_000),
+        "m" | "min" | "mins" | "minute" | "minutes" => n.checked_mul(60_000),
+        "h" | "hour" | "hours" => n.checked_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown time unit '{other}' in '{text}'; use ms, s, min or h"
+            ));
+        }
+    };
+    ms.map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}

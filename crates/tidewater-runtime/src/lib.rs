@@ -13,6 +13,8 @@
 //! - [`checkpoint`]: the coordinator (trigger, collect acks, write the manifest, tell
 //!   sinks to commit) and restore; the decisions themselves are `tidewater-state`'s.
 //! - `task` (private): the subtask loops — sources inject barriers, stages align them.
+//! - [`inline`]: a chain driven on the caller's thread, checkpointed when the caller
+//!   says (the partition tasks of the Kafka runtime).
 //!
 //! The runtime knows nothing about SQL or connectors: those crates build a
 //! [`Dataflow`] and hand it to [`exec::execute`].
@@ -20,6 +22,7 @@
 pub mod checkpoint;
 pub mod dataflow;
 pub mod exec;
+pub mod inline;
 pub mod message;
 pub mod operator;
 pub mod source;
@@ -29,6 +32,7 @@ pub mod watermark;
 pub use checkpoint::CheckpointConfig;
 pub use dataflow::{Chain, Dataflow, Partitioning, SourceStage, Stage};
 pub use exec::{ExecOptions, ExecReport};
+pub use inline::InlineChain;
 pub use message::{Barrier, Message};
 pub use operator::{KEY_GROUP_COLUMN, Operator, Output, RestoredState, StateSize, StateWriter};
 pub use source::SourceReader;

@@ -21,7 +21,8 @@ use tidewater_window::{
     AggKind, AggSpec, SessionWindowOperator, SlicedWindowOperator, WindowInput, WindowSpec,
 };
 
-use crate::planner::{CheckpointSettings, Plan};
+use crate::planner::{CheckpointSettings, Plan, SourceTable};
+use tidewater_connectors::dead_letter::DiscardDeadLetters;
 
 enum SourceDef {
     Batches(SchemaRef, Vec<RecordBatch>),
@@ -191,21 +192,35 @@ impl JobBuilder {
             .event_time
             .clone()
             .ok_or_else(|| missing("event_time"))?;
-        let (schema, readers): (SchemaRef, Vec<Box<dyn SourceReader>>) = match self.source {
-            Some(SourceDef::Batches(schema, batches)) => (
-                schema,
-                MemorySource::split(batches, p, self.metrics.clone()),
-            ),
+        let (schema, readers, source_table) = match self.source {
+            Some(SourceDef::Batches(schema, batches)) => {
+                let table = SourceTable {
+                    options: TableOptions::new(
+                        "source",
+                        [("connector".to_string(), "memory".to_string())].into(),
+                    ),
+                    physical: schema.clone(),
+                    dead_letters: Arc::new(DiscardDeadLetters),
+                };
+                let readers = MemorySource::split(batches, p, self.metrics.clone());
+                (schema, readers, table)
+            }
             Some(SourceDef::Connector(schema, options)) => {
                 let o = TableOptions::new("source", options);
-                let readers = create_source(&SourceContext {
+                let dead_letters = dead_letters_for(&o)?;
+                let readers: Vec<Box<dyn SourceReader>> = create_source(&SourceContext {
                     options: &o,
                     schema: schema.clone(),
                     parallelism: p,
                     metrics: self.metrics.clone(),
-                    dead_letters: dead_letters_for(&o)?,
+                    dead_letters: dead_letters.clone(),
                 })?;
-                (schema, readers)
+                let table = SourceTable {
+                    options: o,
+                    physical: schema.clone(),
+                    dead_letters,
+                };
+                (schema, readers, table)
             }
             None => return Err(missing("a source")),
         };
@@ -266,10 +281,15 @@ impl JobBuilder {
             }
             Arc::new(Schema::new(fields))
         };
+        let mut sink_options = TableOptions::new(
+            "sink",
+            [("connector".to_string(), "collect".to_string())].into(),
+        );
         let sinks: Vec<Box<dyn Operator>> = match self.sink.ok_or_else(|| missing("a sink"))? {
             SinkDef::Collect(c) => CollectSink::create(&c, p, self.metrics.clone()),
             SinkDef::Connector(options) => {
                 let o = TableOptions::new("sink", options);
+                sink_options = o.clone();
                 create_sink(&SinkContext {
                     options: &o,
                     schema: out_schema.clone(),
@@ -327,6 +347,8 @@ impl JobBuilder {
             dataflow,
             metrics: self.metrics,
             checkpoint: self.checkpoint,
+            source_table,
+            sink_table: (sink_options, out_schema),
         })
     }
 }

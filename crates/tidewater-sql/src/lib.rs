@@ -26,4 +26,4 @@ pub mod planner;
 pub mod types;
 
 pub use parse::{JobFile, parse_job};
-pub use planner::{CheckpointSettings, Plan, PlanOptions, parse_duration, plan_job};
+pub use planner::{CheckpointSettings, Plan, PlanOptions, SourceTable, parse_duration, plan_job};

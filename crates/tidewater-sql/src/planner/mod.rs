@@ -19,6 +19,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use sqlparser::ast::{GroupByExpr, SelectItem, SetExpr, TableFactor};
 use tidewater_connectors::TableOptions;
 use tidewater_connectors::registry::{SinkContext, connector, create_sink};
+use tidewater_core::dead_letter::DeadLetterSink;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result};
 use tidewater_runtime::{Dataflow, Operator, Partitioning, SourceStage, Stage};
@@ -57,29 +58,7 @@ impl Default for CheckpointSettings {
     }
 }
 
-/// Parses a duration the way Flink writes them: `500ms`, `1s`, `10 s`, `2min`, `1h`; a
-/// bare number is milliseconds.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (e.g. '500ms', '1s', '2min')"))?;
-    let ms = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => Some(n),
-        "s" | "sec" | "secs" | "second" | "seconds" => n.checked_mul(1_000),
-        "m" | "min" | "mins" | "minute" | "minutes" => n.checked_mul(60_000),
-        "h" | "hour" | "hours" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "unknown time unit '{other}' in '{text}'; use ms, s, min or h"
-            ));
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("'{text}' is too long"))
-}
+pub use tidewater_core::time::parse_duration;
 
 /// Planner inputs that do not come from the job file.
 #[derive(Debug, Clone)]
@@ -109,6 +88,30 @@ impl Default for PlanOptions {
     }
 }
 
+/// The source table of a plan, as a runtime of its own (Kafka's partition tasks)
+/// needs it.
+#[derive(Debug, Clone)]
+pub struct SourceTable {
+    /// Its `WITH (...)` options.
+    pub options: TableOptions,
+    /// Its physical columns (what a record decodes to).
+    pub physical: SchemaRef,
+    /// Where its bad records go.
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+}
+
+impl SourceTable {
+    /// True for a `kafka` table.
+    pub fn is_kafka(&self) -> bool {
+        is_kafka(&self.options)
+    }
+}
+
+fn is_kafka(o: &TableOptions) -> bool {
+    o.get("connector")
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("kafka"))
+}
+
 /// A planned job.
 #[derive(Debug)]
 pub struct Plan {
@@ -124,6 +127,12 @@ pub struct Plan {
     pub metrics: Arc<JobMetrics>,
     /// Checkpointing as the job file and options say.
     pub checkpoint: CheckpointSettings,
+    /// The source table.
+    pub source_table: SourceTable,
+    /// The sink table's options and columns. With a Kafka source and a Kafka sink the
+    /// chains end before the sink: the partition tasks write to it in their
+    /// transactions.
+    pub sink_table: (TableOptions, SchemaRef),
 }
 
 impl Plan {
@@ -307,7 +316,14 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
             if window::contains_aggregate(items.iter().map(|(e, _)| e)) {
                 return Err(loc.error("aggregates need a window: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) ... GROUP BY window_start, window_end"));
             }
-            let sinks = sink_ops(&sink_options, &sink_schema, n, opts, checkpointing)?;
+            let sinks = sink_ops(
+                &sink_options,
+                &sink_schema,
+                &src.table,
+                n,
+                opts,
+                checkpointing,
+            )?;
             let mut notes = src.notes;
             notes.push(format!(
                 "Sink    '{}' connector {} {:?}",
@@ -323,7 +339,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                         sink_schema.clone(),
                         "select",
                     )) as Box<dyn Operator>);
-                    c.push(s);
+                    c.extend(s);
                     c
                 })
                 .collect();
@@ -343,6 +359,8 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 dataflow,
                 metrics: opts.metrics.clone(),
                 checkpoint: checkpoint.clone(),
+                source_table: src.table,
+                sink_table: (sink_options, sink_schema),
             })
         }
         TableFactor::TableFunction { expr, .. } => {
@@ -357,6 +375,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
             let sinks = sink_ops(
                 &sink_options,
                 &sink_schema,
+                &w.table,
                 parallelism,
                 opts,
                 checkpointing,
@@ -371,7 +390,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 .into_iter()
                 .zip(sinks)
                 .map(|(mut c, s)| {
-                    c.push(s);
+                    c.extend(s);
                     c
                 })
                 .collect();
@@ -394,6 +413,8 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 dataflow,
                 metrics: opts.metrics.clone(),
                 checkpoint: checkpoint.clone(),
+                source_table: w.table,
+                sink_table: (sink_options, sink_schema),
             })
         }
         other => Err(loc.error(format!(
@@ -427,13 +448,33 @@ fn sink_schema(t: &TableDef) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// The sink operator of each subtask, or `None` each when the partition tasks of a
+/// Kafka source write to a Kafka sink themselves.
 fn sink_ops(
     o: &TableOptions,
     schema: &SchemaRef,
+    source: &SourceTable,
     n: usize,
     opts: &PlanOptions,
     checkpointing: bool,
-) -> Result<Vec<Box<dyn Operator>>> {
+) -> Result<Vec<Option<Box<dyn Operator>>>> {
+    if source.is_kafka() {
+        if is_kafka(o) {
+            tidewater_connectors::kafka::KafkaSinkOptions::parse(o, schema)?;
+            return Ok((0..n).map(|_| None).collect());
+        }
+        let c = o.get("connector").unwrap_or_default();
+        if !["print", "blackhole"].contains(&c.trim().to_ascii_lowercase().as_str()) {
+            return Err(o.error(
+                "connector",
+                format!(
+                    "a job reading kafka writes to 'kafka' (exactly-once), 'print' or \
+                     'blackhole'; '{c}' takes part in local checkpoints, which partition \
+                     tasks do not use"
+                ),
+            ));
+        }
+    }
     let ops = create_sink(&SinkContext {
         options: o,
         schema: schema.clone(),
@@ -448,5 +489,5 @@ fn sink_ops(
             ops.len()
         )));
     }
-    Ok(ops)
+    Ok(ops.into_iter().map(Some).collect())
 }

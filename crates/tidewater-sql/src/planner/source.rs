@@ -13,6 +13,7 @@ use tidewater_runtime::watermark::WatermarkGenerator;
 use tidewater_runtime::{Chain, Operator, SourceReader};
 
 use super::PlanContext;
+use super::SourceTable;
 use crate::operators::{FilterOperator, ProjectOperator};
 use crate::parse::ColumnKind;
 use crate::types::sql_name;
@@ -27,6 +28,8 @@ pub(crate) struct SourcePlan {
     /// The event-time column, if the table declares a watermark.
     pub time_column: Option<(usize, String)>,
     pub notes: Vec<String>,
+    /// The table as a runtime of its own (Kafka's partition tasks) needs it.
+    pub table: SourceTable,
 }
 
 pub(crate) fn plan_source(
@@ -162,5 +165,10 @@ pub(crate) fn plan_source(
         schema,
         time_column: time_column.map(|(i, n, _)| (i, n)),
         notes,
+        table: SourceTable {
+            options,
+            physical,
+            dead_letters,
+        },
     })
 }

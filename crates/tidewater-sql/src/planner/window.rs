@@ -30,6 +30,7 @@ pub(crate) struct WindowPlan {
     pub key_count: usize,
     pub key_names: Vec<String>,
     pub notes: Vec<String>,
+    pub table: super::SourceTable,
 }
 
 const AGGREGATES: &[&str] = &["COUNT", "SUM", "MIN", "MAX", "AVG"];
@@ -512,5 +513,6 @@ pub(crate) fn plan_window(
         key_count: keys.len(),
         key_names: keys.iter().map(ToString::to_string).collect(),
         notes,
+        table: src.table,
     })
 }

@@ -1,0 +1,416 @@
+//! Messages to batches and back.
+//!
+//! Decoding reuses the line decoders of the files: a task's messages are joined into one
+//! chunk (one record per line) and decoded in one Arrow call; a bad message becomes a
+//! dead letter whose position is mapped back to its topic, partition and offset.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
+use tidewater_core::metrics::JobMetrics;
+use tidewater_core::{Error, Result};
+
+use super::options::{KafkaSourceOptions, RecordFormat};
+use crate::format::{Chunk, ChunkDecoder, Format, stringify_timestamps};
+
+/// A message as a task buffers it.
+#[derive(Debug, Clone)]
+pub(crate) struct RawMessage {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Maps the line positions of the chunk decoder to Kafka coordinates and remembers which
+/// lines failed.
+#[derive(Debug)]
+struct KafkaPositions {
+    inner: Arc<dyn DeadLetterSink>,
+    topic: String,
+    partition: i32,
+    /// Offsets of the chunk's lines, and the indices of the lines that failed.
+    lines: Mutex<(Vec<i64>, Vec<usize>)>,
+}
+
+impl DeadLetterSink for KafkaPositions {
+    fn write(&self, mut letter: DeadLetter) -> Result<()> {
+        let mut lines = self
+            .lines
+            .lock()
+            .map_err(|_| Error::runtime("dead-letter positions poisoned"))?;
+        if let Position::Offset { line, .. } = letter.position
+            && let Some(i) = usize::try_from(line).ok().and_then(|l| l.checked_sub(1))
+        {
+            lines.1.push(i);
+            if let Some(&offset) = lines.0.get(i) {
+                letter.position = self.position(offset);
+            }
+        }
+        drop(lines);
+        self.inner.write(letter)
+    }
+}
+
+impl KafkaPositions {
+    fn position(&self, offset: i64) -> Position {
+        Position::Kafka {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset,
+        }
+    }
+}
+
+/// One side of a message (value, or key) as columns.
+#[derive(Debug)]
+struct Part {
+    format: RecordFormat,
+    schema: SchemaRef,
+    decoder: Option<ChunkDecoder>,
+    positions: Arc<KafkaPositions>,
+    /// Job counters when this part counts records in (the value); the key's counts
+    /// would be a second count of the same messages.
+    metrics: Arc<JobMetrics>,
+}
+
+impl Part {
+    fn new(
+        format: RecordFormat,
+        schema: SchemaRef,
+        positions: Arc<KafkaPositions>,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        let decoder = match &format {
+            RecordFormat::Lines(f) => Some(ChunkDecoder::new(
+                f.clone(),
+                schema.clone(),
+                positions.clone(),
+                metrics.clone(),
+            )),
+            RecordFormat::Raw => None,
+        };
+        Self {
+            format,
+            schema,
+            decoder,
+            positions,
+            metrics,
+        }
+    }
+
+    fn dead(&self, raw: &[u8], offset: i64, reason: &str) -> Result<()> {
+        JobMetrics::add(&self.metrics.dead_letters, 1);
+        self.positions.inner.write(DeadLetter {
+            raw: raw.to_vec(),
+            reason: reason.to_string(),
+            position: self.positions.position(offset),
+        })
+    }
+
+    /// Decodes `payloads`; returns the rows of the good ones and, per payload, whether
+    /// it was good.
+    fn decode(
+        &self,
+        payloads: &[(i64, Option<&[u8]>)],
+    ) -> Result<(Option<RecordBatch>, Vec<bool>)> {
+        let mut ok = vec![false; payloads.len()];
+        let mut included = Vec::with_capacity(payloads.len());
+        let mut data = Vec::new();
+        let mut raw_values: Vec<&str> = Vec::new();
+        for (i, (offset, payload)) in payloads.iter().enumerate() {
+            let Some(p) = payload else {
+                self.dead(b"", *offset, "the message has no value (a tombstone)")?;
+                continue;
+            };
+            match &self.format {
+                RecordFormat::Raw => match std::str::from_utf8(p) {
+                    Ok(s) => {
+                        raw_values.push(s);
+                        ok[i] = true;
+                    }
+                    Err(e) => self.dead(p, *offset, &format!("invalid UTF-8: {e}"))?,
+                },
+                RecordFormat::Lines(Format::Csv { .. }) if p.contains(&b'\n') => {
+                    self.dead(p, *offset, "a CSV record must be one line")?;
+                }
+                RecordFormat::Lines(_) => {
+                    // A JSON value's raw newlines are whitespace between tokens.
+                    data.extend(
+                        p.iter()
+                            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+                    );
+                    data.push(b'\n');
+                    included.push((i, *offset));
+                }
+            }
+        }
+        if let RecordFormat::Raw = self.format {
+            JobMetrics::add(&self.metrics.records_in, payloads.len() as u64);
+            if raw_values.is_empty() {
+                return Ok((None, ok));
+            }
+            let col: ArrayRef = Arc::new(StringArray::from(raw_values));
+            return Ok((
+                Some(RecordBatch::try_new(self.schema.clone(), vec![col])?),
+                ok,
+            ));
+        }
+        let Some(decoder) = &self.decoder else {
+            return Ok((None, ok));
+        };
+        if included.is_empty() {
+            return Ok((None, ok));
+        }
+        *self
+            .positions
+            .lines
+            .lock()
+            .map_err(|_| Error::runtime("dead-letter positions poisoned"))? =
+            (included.iter().map(|(_, o)| *o).collect(), Vec::new());
+        let chunk = Chunk {
+            origin: Arc::from(self.positions.topic.as_str()),
+            is_file: false,
+            first_line: 1,
+            data,
+        };
+        let batch = decoder.decode(&chunk)?;
+        let failed = std::mem::take(
+            &mut self
+                .positions
+                .lines
+                .lock()
+                .map_err(|_| Error::runtime("dead-letter positions poisoned"))?
+                .1,
+        );
+        for (line, (i, _)) in included.iter().enumerate() {
+            ok[*i] = !failed.contains(&line);
+        }
+        Ok((batch, ok))
+    }
+}
+
+/// Decodes one partition's messages into batches of the table's physical columns.
+#[derive(Debug)]
+pub(crate) struct MessageDecoder {
+    schema: SchemaRef,
+    value: Part,
+    /// The key part and, per physical column, where it comes from: `(true, i)` is
+    /// column i of the key, `(false, i)` of the value.
+    key: Option<(Part, Vec<(bool, usize)>)>,
+}
+
+impl MessageDecoder {
+    pub(crate) fn new(
+        options: &KafkaSourceOptions,
+        schema: SchemaRef,
+        topic: &str,
+        partition: i32,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        let positions = |inner: Arc<dyn DeadLetterSink>| {
+            Arc::new(KafkaPositions {
+                inner,
+                topic: topic.to_string(),
+                partition,
+                lines: Mutex::default(),
+            })
+        };
+        let key_fields = match (&options.key, options.except_key) {
+            (Some(k), true) => Some(k),
+            _ => None,
+        };
+        let Some(k) = key_fields else {
+            return Self {
+                value: Part::new(
+                    options.format.clone(),
+                    schema.clone(),
+                    positions(dead_letters),
+                    metrics,
+                ),
+                schema,
+                key: None,
+            };
+        };
+        let project = |cols: Vec<usize>| -> SchemaRef {
+            Arc::new(Schema::new(
+                cols.iter()
+                    .map(|&i| schema.field(i).clone())
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let value_cols: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !k.fields.contains(i))
+            .collect();
+        let sources = (0..schema.fields().len())
+            .map(|i| match k.fields.iter().position(|f| *f == i) {
+                Some(j) => (true, j),
+                None => (false, value_cols.iter().position(|v| *v == i).unwrap_or(0)),
+            })
+            .collect();
+        let value = Part::new(
+            options.format.clone(),
+            project(value_cols),
+            positions(dead_letters.clone()),
+            metrics.clone(),
+        );
+        let key = Part::new(
+            k.format.clone(),
+            project(k.fields.clone()),
+            positions(dead_letters),
+            // Counted by the value already; key dead letters are added to `metrics`.
+            Arc::default(),
+        );
+        Self {
+            schema,
+            value,
+            key: Some((key, sources)),
+        }
+    }
+
+    /// The good messages as one batch (`None` when none was good).
+    pub(crate) fn decode(&self, messages: &[RawMessage]) -> Result<Option<RecordBatch>> {
+        let values: Vec<(i64, Option<&[u8]>)> = messages
+            .iter()
+            .map(|m| (m.offset, m.value.as_deref()))
+            .collect();
+        let (vbatch, vok) = self.value.decode(&values)?;
+        let Some((key_part, sources)) = &self.key else {
+            return Ok(vbatch);
+        };
+        let keys: Vec<(i64, Option<&[u8]>)> = messages
+            .iter()
+            .map(|m| (m.offset, m.key.as_deref()))
+            .collect();
+        let dead_before = key_part
+            .metrics
+            .dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (kbatch, kok) = key_part.decode(&keys)?;
+        JobMetrics::add(
+            &self.value.metrics.dead_letters,
+            key_part
+                .metrics
+                .dead_letters
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - dead_before,
+        );
+        let (Some(vbatch), Some(kbatch)) = (vbatch, kbatch) else {
+            return Ok(None);
+        };
+        // Rows of each part belong to the messages that part decoded; keep the messages
+        // both decoded.
+        let keep = |ok: &[bool], other: &[bool]| -> BooleanArray {
+            ok.iter()
+                .zip(other)
+                .filter(|(o, _)| **o)
+                .map(|(_, b)| Some(*b))
+                .collect()
+        };
+        let vbatch = filter_record_batch(&vbatch, &keep(&vok, &kok))?;
+        let kbatch = filter_record_batch(&kbatch, &keep(&kok, &vok))?;
+        if vbatch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let columns = sources
+            .iter()
+            .map(|&(from_key, i)| {
+                if from_key {
+                    kbatch.column(i).clone()
+                } else {
+                    vbatch.column(i).clone()
+                }
+            })
+            .collect();
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+    }
+}
+
+/// Turns output rows into message keys and values.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordEncoder {
+    value: RecordFormat,
+    key: Option<(RecordFormat, Vec<usize>)>,
+}
+
+/// A message to produce.
+pub(crate) type Record = (Option<Vec<u8>>, Vec<u8>);
+
+impl RecordEncoder {
+    pub(crate) fn new(value: RecordFormat, key: Option<(RecordFormat, Vec<usize>)>) -> Self {
+        Self { value, key }
+    }
+
+    /// One record per row.
+    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Vec<Record>> {
+        let batch = stringify_timestamps(batch)?;
+        let values = encode_rows(&self.value, &batch)?;
+        let keys = match &self.key {
+            Some((format, cols)) => encode_rows(format, &batch.project(cols)?)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => vec![None; values.len()],
+        };
+        Ok(keys.into_iter().zip(values).collect())
+    }
+}
+
+fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    let rows = batch.num_rows();
+    match format {
+        RecordFormat::Raw => {
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::runtime("'raw' format needs a STRING column"))?;
+            Ok((0..rows)
+                .map(|i| {
+                    if col.is_null(i) {
+                        Vec::new()
+                    } else {
+                        col.value(i).as_bytes().to_vec()
+                    }
+                })
+                .collect())
+        }
+        RecordFormat::Lines(Format::Json) => {
+            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+            w.write(batch)?;
+            w.finish()?;
+            let bytes = w.into_inner();
+            let lines: Vec<Vec<u8>> = bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            if lines.len() != rows {
+                return Err(Error::runtime(format!(
+                    "JSON encoding made {} records of {rows} rows",
+                    lines.len()
+                )));
+            }
+            Ok(lines)
+        }
+        RecordFormat::Lines(Format::Csv { delimiter, .. }) => (0..rows)
+            .map(|i| {
+                // Row by row: a quoted field may hold a newline.
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .with_delimiter(*delimiter)
+                    .build(Vec::new());
+                w.write(&batch.slice(i, 1))?;
+                let mut v = w.into_inner();
+                if v.last() == Some(&b'\n') {
+                    v.pop();
+                }
+                Ok(v)
+            })
+            .collect(),
+    }
+}

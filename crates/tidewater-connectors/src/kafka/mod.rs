@@ -1,0 +1,61 @@
+//! `kafka`: topics as sources and sinks, with Flink's option names, and the runtime that
+//! scales a Kafka job out over a consumer group (the Kafka Streams model).
+//!
+//! Layout:
+//! - [`options`](self::options): the table options, checked before the job starts, and
+//!   the librdkafka configurations they become (secrets never reach a log).
+//! - `codec`: messages to Arrow batches (bad ones become dead letters with topic,
+//!   partition and offset) and batches to messages.
+//! - [`tasks`]: the partition-task runtime. Each instance's members join the group;
+//!   every assigned input partition becomes a task with its own watermark, window state
+//!   and transactional producer; a task checkpoints into one Kafka transaction (output,
+//!   state snapshot on the changelog topic, input offset).
+//! - `changelog`: a task's snapshot as changelog records, the commit mark stored as
+//!   the offset's metadata, and restore.
+//! - `source` / `sink`: the registry's factories. A Kafka source is never run by the
+//!   threaded executor; a Kafka sink behind another source writes at-least-once.
+
+mod changelog;
+mod codec;
+pub mod options;
+mod sink;
+mod source;
+mod task;
+pub mod tasks;
+
+pub use options::{KafkaSinkOptions, KafkaSourceOptions};
+pub use tasks::{KafkaJob, KafkaReport, TaskSink};
+
+use crate::registry::Connector;
+
+/// Registry entry.
+pub const CONNECTOR: Connector = Connector {
+    name: "kafka",
+    description: "Kafka topics: a consumer group of partition tasks, exactly-once sink",
+    options: options::OPTIONS,
+    prefixes: &["properties."],
+    source: Some(source::create),
+    sink: Some(sink::create),
+};
+
+/// Blocks on a future on the current thread (the admin client's calls are futures; the
+/// runtime has no async executor of its own).
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

@@ -1,0 +1,712 @@
+//! The partition-task runtime: how a Kafka job scales out (the Kafka Streams model).
+//!
+//! Every instance runs `members` threads; each is a member of the job's consumer group
+//! with its own consumer, so Kafka splits the input partitions over all threads of all
+//! instances and its group membership is the failure detector. Each assigned partition
+//! becomes a [`Task`](super::task): the job's operator chain over that partition alone,
+//! with its own watermark and state (every key lives in one partition), and a producer
+//! whose `transactional.id` names the partition, so that whoever opens the task next
+//! fences this one.
+//!
+//! A task opens inside the rebalance callback, before the partition is handed to the
+//! fetcher: it fences earlier owners, reads the committed offset and its mark, restores
+//! the snapshot the mark names, and the partition is assigned at exactly that offset.
+//! Every checkpoint interval each task commits one transaction (output, snapshot, input
+//! offset with the mark). On revocation it commits and drops its state. A failed commit
+//! aborts and reopens the task from its last committed checkpoint; a fenced task is let
+//! go (another member owns it).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use tidewater_core::dead_letter::DeadLetterSink;
+use tidewater_core::metrics::JobMetrics;
+use tidewater_core::{Error, Result};
+use tidewater_runtime::Chain;
+
+use super::block_on;
+use super::changelog::changelog_topic;
+use super::codec::RawMessage;
+use super::options::{KafkaSinkOptions, KafkaSourceOptions, StartupMode, Topics};
+use super::task::{CheckpointError, TXN_TIMEOUT, Task};
+
+/// Messages buffered before they are pushed through the tasks' chains.
+const BATCH_MESSAGES: usize = 4096;
+/// Longest wait between two attempts to reopen a failed task.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Properties only a consumer understands (kept from the producers' configuration).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "max.poll.interval.ms",
+    "enable.partition.eof",
+    "fetch.min.bytes",
+    "fetch.wait.max.ms",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+];
+
+/// Where a Kafka job's output goes.
+#[derive(Debug)]
+pub enum TaskSink {
+    /// A Kafka topic: the output joins each task's transaction.
+    Kafka(KafkaSinkOptions),
+    /// The chain ends in its own sink operator (print, blackhole): at-least-once.
+    InChain,
+}
+
+/// A Kafka job as the planner hands it over.
+pub struct KafkaJob {
+    /// The job's name.
+    pub name: String,
+    /// The source table.
+    pub source: KafkaSourceOptions,
+    /// Its physical columns.
+    pub schema: SchemaRef,
+    /// The sink.
+    pub sink: TaskSink,
+    /// Builds a fresh operator chain for a task (from after decoding to the sink).
+    pub make_chain: Box<dyn Fn() -> Result<Chain> + Send + Sync>,
+    /// Group members (threads) in this instance.
+    pub members: usize,
+    /// How often every task commits.
+    pub checkpoint_interval: Duration,
+    /// Job counters.
+    pub metrics: Arc<JobMetrics>,
+    /// The source table's dead letters.
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// Set to stop: every task commits and the members leave the group.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for KafkaJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaJob")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("sink", &self.sink)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a Kafka job did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KafkaReport {
+    /// Tasks opened (assignments and reopenings).
+    pub tasks_opened: u64,
+    /// Of those, tasks that restored a checkpoint.
+    pub tasks_restored: u64,
+}
+
+/// What every member shares.
+pub(crate) struct Shared {
+    pub(crate) job: KafkaJob,
+    pub(crate) output: Option<KafkaSinkOptions>,
+    pub(crate) transactional_prefix: String,
+    pub(crate) producer_config: ClientConfig,
+    consumer_config: ClientConfig,
+    restorer_config: ClientConfig,
+    /// Changelog topics known to exist.
+    changelogs: Mutex<HashSet<String>>,
+    opened: AtomicU64,
+    restored: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn new(job: KafkaJob) -> Result<Self> {
+        let props = &job.source.properties;
+        let mut consumer_config = props.client_config();
+        for (k, v) in [
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("isolation.level", "read_committed"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+        ] {
+            if props.get(k).is_none() {
+                consumer_config.set(k, v);
+            }
+        }
+        let mut producer_config = props.client_config();
+        let mut restorer_config = props.client_config();
+        for k in CONSUMER_ONLY {
+            producer_config.remove(k);
+            restorer_config.remove(k);
+        }
+        restorer_config
+            .set(
+                "group.id",
+                format!("{}-tidewater-restore", job.source.group),
+            )
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted");
+        let output = match &job.sink {
+            TaskSink::Kafka(o) => Some(o.clone()),
+            TaskSink::InChain => None,
+        };
+        let mut transactional_prefix = format!("{}-tidewater", job.source.group);
+        if let Some(o) = &output {
+            if o.properties.get("bootstrap.servers") != props.get("bootstrap.servers") {
+                return Err(Error::config(
+                    format!("table '{}', option 'properties.bootstrap.servers'", o.table),
+                    "a Kafka job's output shares a transaction with its input offsets, so it \
+                     must go to the cluster the source reads",
+                ));
+            }
+            let sink_config = o.properties.client_config();
+            for (k, v) in sink_config.config_map() {
+                producer_config.set(k, v);
+            }
+            if o.partitioner == super::options::Partitioner::Default {
+                producer_config.set("partitioner", "murmur2_random");
+            }
+            if let Some(p) = &o.transactional_id_prefix {
+                transactional_prefix = p.clone();
+            }
+        }
+        Ok(Self {
+            job,
+            output,
+            transactional_prefix,
+            producer_config,
+            consumer_config,
+            restorer_config,
+            changelogs: Mutex::default(),
+            opened: AtomicU64::new(0),
+            restored: AtomicU64::new(0),
+        })
+    }
+
+    fn bootstrap(&self) -> &str {
+        self.job
+            .source
+            .properties
+            .get("bootstrap.servers")
+            .unwrap_or("?")
+    }
+
+    /// Waits for the first metadata answer, retrying with backoff for at most
+    /// 'properties.socket.connection.setup.timeout.ms' (default 30 s) in all, and checks
+    /// that the named topics exist.
+    fn wait_for_broker(&self) -> Result<()> {
+        let limit = Duration::from_millis(
+            self.job
+                .source
+                .properties
+                .get("socket.connection.setup.timeout.ms")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(30_000),
+        );
+        let probe: BaseConsumer = self.restorer_config.create().map_err(|e| {
+            Error::config(format!("table '{}'", self.job.source.table), e.to_string())
+        })?;
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(250);
+        let topic = match &self.job.source.topics {
+            Topics::Names(n) => n.first().cloned(),
+            Topics::Pattern(_) => None,
+        };
+        loop {
+            let left = limit.saturating_sub(started.elapsed());
+            match probe.fetch_metadata(topic.as_deref(), left.min(Duration::from_secs(5))) {
+                Ok(md) => {
+                    if let Topics::Names(names) = &self.job.source.topics {
+                        for name in names {
+                            self.check_topic(&probe, name)?;
+                        }
+                    }
+                    drop(md);
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() + backoff < limit => {
+                    tracing::warn!(
+                        "kafka at {} does not answer ({e}); retrying in {} ms",
+                        self.bootstrap(),
+                        backoff.as_millis()
+                    );
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(Error::runtime(format!(
+                        "cannot reach kafka at {} within {} ms \
+                         ('properties.socket.connection.setup.timeout.ms'): {e}",
+                        self.bootstrap(),
+                        limit.as_millis()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn check_topic(&self, probe: &BaseConsumer, name: &str) -> Result<()> {
+        let md = probe
+            .fetch_metadata(Some(name), TXN_TIMEOUT)
+            .map_err(|e| Error::runtime(format!("kafka topic '{name}': {e}")))?;
+        let ok = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::config(
+                format!("table '{}', option 'topic'", self.job.source.table),
+                format!(
+                    "kafka topic '{name}' does not exist at {}",
+                    self.bootstrap()
+                ),
+            ))
+        }
+    }
+
+    /// Creates the changelog topic of `topic` (compacted, one partition per input
+    /// partition) unless it exists.
+    fn ensure_changelog(&self, probe: &BaseConsumer, topic: &str) -> Result<()> {
+        let name = changelog_topic(&self.job.source.group, topic);
+        if lock(&self.changelogs).contains(&name) {
+            return Ok(());
+        }
+        let count = |t: &str| -> Result<usize> {
+            let md = probe
+                .fetch_metadata(Some(t), TXN_TIMEOUT)
+                .map_err(|e| Error::runtime(format!("kafka topic '{t}': {e}")))?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|m| m.name() == t && m.error().is_none())
+                .map_or(0, |m| m.partitions().len()))
+        };
+        let partitions = count(topic)?;
+        if count(&name)? < partitions {
+            let admin: AdminClient<DefaultClientContext> = self
+                .restorer_config
+                .create()
+                .map_err(|e| Error::runtime(format!("kafka admin client: {e}")))?;
+            let new = NewTopic::new(&name, partitions as i32, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact");
+            let opts = AdminOptions::new().operation_timeout(Some(TXN_TIMEOUT));
+            let results = block_on(admin.create_topics([&new], &opts))
+                .map_err(|e| Error::runtime(format!("cannot create changelog '{name}': {e}")))?;
+            for r in results {
+                if let Err((t, code)) = r
+                    && code != RDKafkaErrorCode::TopicAlreadyExists
+                {
+                    return Err(Error::runtime(format!(
+                        "cannot create changelog '{t}': {code}"
+                    )));
+                }
+            }
+            tracing::info!("created changelog topic '{name}' with {partitions} partitions");
+        }
+        lock(&self.changelogs).insert(name);
+        Ok(())
+    }
+
+    /// Where a partition without a committed offset starts.
+    pub(crate) fn startup_offset<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Offset> {
+        Ok(match self.job.source.startup {
+            StartupMode::Earliest => Offset::Beginning,
+            StartupMode::Latest => Offset::End,
+            StartupMode::GroupOffsets => {
+                match self.job.source.properties.get("auto.offset.reset") {
+                    Some("earliest" | "smallest" | "beginning") => Offset::Beginning,
+                    _ => Offset::End,
+                }
+            }
+            StartupMode::Timestamp(ts) => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(topic, partition, Offset::Offset(ts))
+                    .map_err(|e| Error::runtime(e.to_string()))?;
+                let found = consumer.offsets_for_times(tpl, TXN_TIMEOUT).map_err(|e| {
+                    Error::runtime(format!(
+                        "{topic}/{partition}: offset for timestamp {ts}: {e}"
+                    ))
+                })?;
+                found
+                    .find_partition(topic, partition)
+                    .map_or(Offset::End, |e| match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::End,
+                    })
+            }
+        })
+    }
+}
+
+type Key = (String, i32);
+
+/// One group member: its tasks, and what went wrong in callbacks.
+struct Member {
+    shared: Arc<Shared>,
+    tasks: Mutex<BTreeMap<Key, Task>>,
+    /// Assigned partitions whose task failed to open, with the time of the next try
+    /// and the current backoff.
+    broken: Mutex<BTreeMap<Key, (Instant, Duration)>>,
+    /// Partitions fenced by another owner: their messages are dropped until revoked.
+    lost: Mutex<BTreeSet<Key>>,
+    /// Reads changelogs on restore.
+    restorer: BaseConsumer,
+    /// An error of a callback, for the member loop to return.
+    error: Mutex<Option<Error>>,
+}
+
+impl ClientContext for Member {}
+
+impl ConsumerContext for Member {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let keys: Vec<Key> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for (topic, p) in &keys {
+                    if let Some(start) = self.open(consumer, topic, *p)
+                        && let Err(e) = tpl.set_partition_offset(topic, *p, start)
+                    {
+                        tracing::warn!("{topic}/{p}: cannot set the start offset: {e}");
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                for key in &keys {
+                    self.close(consumer, key, lost);
+                }
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!("kafka rebalance error: {other:?}");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.fail(Error::runtime(format!("kafka rebalance: {e}")));
+        }
+    }
+}
+
+impl Member {
+    fn fail(&self, e: Error) {
+        lock(&self.error).get_or_insert(e);
+    }
+
+    /// Opens the task of a partition; on failure the partition is retried later and
+    /// `None` is returned (it is assigned without a start offset and its messages are
+    /// dropped until the task opens, which seeks to the right place).
+    fn open<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Offset> {
+        let key = (topic.to_string(), partition);
+        lock(&self.lost).remove(&key);
+        let opened = self
+            .shared
+            .ensure_changelog(&self.restorer, topic)
+            .and_then(|()| Task::open(&self.shared, consumer, &self.restorer, topic, partition));
+        match opened {
+            Ok((task, start)) => {
+                self.shared.opened.fetch_add(1, Ordering::Relaxed);
+                if task.restored() {
+                    self.shared.restored.fetch_add(1, Ordering::Relaxed);
+                }
+                lock(&self.broken).remove(&key);
+                lock(&self.tasks).insert(key, task);
+                Some(start)
+            }
+            Err(e) => {
+                let backoff = lock(&self.broken)
+                    .get(&key)
+                    .map_or(Duration::from_millis(500), |(_, b)| {
+                        (*b * 2).min(MAX_BACKOFF)
+                    });
+                tracing::warn!(
+                    "task {topic}/{partition} cannot open: {e}; retrying in {} ms",
+                    backoff.as_millis()
+                );
+                lock(&self.broken).insert(key, (Instant::now() + backoff, backoff));
+                None
+            }
+        }
+    }
+
+    /// Revocation: commit what was done (unless the assignment is already lost to
+    /// another member) and drop the state.
+    fn close<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, key: &Key, lost: bool) {
+        lock(&self.broken).remove(key);
+        lock(&self.lost).remove(key);
+        let Some(mut task) = lock(&self.tasks).remove(key) else {
+            return;
+        };
+        if lost {
+            tracing::info!(
+                "task {} lost its partition; its open transaction is abandoned",
+                task.id()
+            );
+            task.abort();
+            return;
+        }
+        match task.checkpoint(consumer) {
+            Ok(_) => tracing::info!("task {} revoked after its last checkpoint", task.id()),
+            Err(CheckpointError::Fenced(e)) => {
+                tracing::info!("task {} revoked, fenced: {e}", task.id())
+            }
+            Err(CheckpointError::Failed(e)) => {
+                tracing::warn!(
+                    "task {} revoked; its last checkpoint failed: {e}",
+                    task.id()
+                );
+                task.abort();
+            }
+        }
+    }
+
+    /// Adds a polled message to its task's pending messages (or drops it when the
+    /// partition has no open task: it is read again once the task opens).
+    fn buffer(&self, key: Key, message: RawMessage) -> bool {
+        match lock(&self.tasks).get_mut(&key) {
+            Some(t) => {
+                t.pending.push(message);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn process_all(&self) {
+        let failed: Vec<(Key, Error)> = lock(&self.tasks)
+            .iter_mut()
+            .filter_map(|(k, t)| t.process_pending().err().map(|e| (k.clone(), e)))
+            .collect();
+        for (key, e) in failed {
+            self.restart(key, e);
+        }
+    }
+
+    /// A task failed: abort it and reopen it from its last committed checkpoint.
+    fn restart(&self, key: Key, e: Error) {
+        tracing::warn!(
+            "task {}/{} failed: {e}; restarting from its last checkpoint",
+            key.0,
+            key.1
+        );
+        self.shared
+            .job
+            .metrics
+            .event("warn", format!("task {}/{} failed: {e}", key.0, key.1));
+        if let Some(t) = lock(&self.tasks).remove(&key) {
+            t.abort();
+        }
+        lock(&self.broken).insert(key, (Instant::now(), Duration::from_millis(250)));
+    }
+
+    fn checkpoint_all<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let keys: Vec<Key> = lock(&self.tasks).keys().cloned().collect();
+        for key in keys {
+            let result = match lock(&self.tasks).get_mut(&key) {
+                Some(t) => t.checkpoint(consumer),
+                None => continue,
+            };
+            match result {
+                Ok(_) => {}
+                Err(CheckpointError::Fenced(e)) => {
+                    tracing::warn!("task {}/{} was fenced by a newer owner: {e}", key.0, key.1);
+                    lock(&self.tasks).remove(&key);
+                    lock(&self.lost).insert(key);
+                }
+                Err(CheckpointError::Failed(e)) => self.restart(key, e),
+            }
+        }
+    }
+
+    /// Reopens the failed tasks that are due, at their committed offsets.
+    fn retry_broken<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let now = Instant::now();
+        let due: Vec<Key> = lock(&self.broken)
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (topic, p) in due {
+            if let Some(start) = self.open(consumer, &topic, p)
+                && let Err(e) = consumer.seek(&topic, p, start, TXN_TIMEOUT)
+            {
+                self.restart((topic, p), Error::runtime(format!("cannot seek: {e}")));
+            }
+        }
+    }
+}
+
+/// Runs the job until `stop` is set (or a member fails).
+pub fn run(job: KafkaJob) -> Result<KafkaReport> {
+    let members = job.members.max(1);
+    let shared = Arc::new(Shared::new(job)?);
+    shared.wait_for_broker()?;
+    tracing::info!(
+        job = %shared.job.name,
+        group = %shared.job.source.group,
+        members,
+        "kafka job '{}' joining group '{}' with {members} member(s)",
+        shared.job.name,
+        shared.job.source.group
+    );
+    let handles: Vec<_> = (0..members)
+        .map(|i| {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("kafka-member-{i}"))
+                .spawn(move || {
+                    let r = member(&shared);
+                    if r.is_err() {
+                        // One member failing stops the instance: its partitions move on.
+                        shared.job.stop.store(true, Ordering::SeqCst);
+                    }
+                    r
+                })
+                .map_err(|e| Error::runtime(format!("cannot start a member thread: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut first_error = None;
+    for h in handles {
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(Error::runtime("a member thread panicked")));
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(KafkaReport {
+            tasks_opened: shared.opened.load(Ordering::Relaxed),
+            tasks_restored: shared.restored.load(Ordering::Relaxed),
+        }),
+    }
+}
+
+fn member(shared: &Arc<Shared>) -> Result<()> {
+    let restorer: BaseConsumer = shared
+        .restorer_config
+        .create()
+        .map_err(|e| Error::runtime(format!("kafka consumer: {e}")))?;
+    let ctx = Member {
+        shared: shared.clone(),
+        tasks: Mutex::default(),
+        broken: Mutex::default(),
+        lost: Mutex::default(),
+        restorer,
+        error: Mutex::default(),
+    };
+    let consumer: BaseConsumer<Member> = shared
+        .consumer_config
+        .create_with_context(ctx)
+        .map_err(|e| Error::runtime(format!("kafka consumer: {e}")))?;
+    let subscription = shared.job.source.topics.subscription();
+    let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| Error::runtime(format!("cannot subscribe to {topics:?}: {e}")))?;
+    let interval = shared.job.checkpoint_interval;
+    let mut last_checkpoint = Instant::now();
+    let mut buffered = 0;
+    let mut last_warning: Option<(String, Instant)> = None;
+    while !shared.job.stop.load(Ordering::SeqCst) {
+        if let Some(e) = lock(&consumer.context().error).take() {
+            return Err(e);
+        }
+        let idle = match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                let key = (m.topic().to_string(), m.partition());
+                let raw = RawMessage {
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                };
+                drop(m);
+                if consumer.context().buffer(key, raw) {
+                    buffered += 1;
+                }
+                false
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => true,
+            Some(Err(e)) => {
+                // Broker trouble: librdkafka reconnects by itself; say so once in a while.
+                let text = e.to_string();
+                let repeat = last_warning
+                    .as_ref()
+                    .is_some_and(|(t, at)| *t == text && at.elapsed() < Duration::from_secs(10));
+                if !repeat {
+                    tracing::warn!("kafka consumer: {text}");
+                    last_warning = Some((text, Instant::now()));
+                }
+                true
+            }
+            None => true,
+        };
+        if buffered >= BATCH_MESSAGES || (idle && buffered > 0) {
+            consumer.context().process_all();
+            buffered = 0;
+        }
+        if last_checkpoint.elapsed() >= interval {
+            consumer.context().checkpoint_all(&consumer);
+            consumer.context().retry_broken(&consumer);
+            last_checkpoint = Instant::now();
+        }
+    }
+    // Stop: every task commits what it did; closing the consumer revokes the (then
+    // clean) tasks and leaves the group, so the partitions move on at once.
+    consumer.context().checkpoint_all(&consumer);
+    consumer.unsubscribe();
+    if let Some(e) = lock(&consumer.context().error).take() {
+        return Err(e);
+    }
+    Ok(())
+}
