@@ -304,3 +304,83 @@ fn explain_reports_the_same_errors() {
     let (out, _tmp) = run_job(&job, &["explain", "{{DIR}}/job.sql"]);
     assert_clean_error(&out, &["'filesystm'", "did you mean 'filesystem'"]);
 }
+
+/// GOOD_JOB reading and writing Kafka at a port where nothing listens.
+fn kafka_job(sink_extra: &str) -> String {
+    let kafka = "'connector' = 'kafka', 'topic' = 'events', \
+                 'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json'";
+    let job = edit(
+        GOOD_JOB,
+        "  'connector' = 'filesystem',\n  'path' = '{{DIR}}/events.csv',\n  'format' = 'csv',\n  'csv.header' = 'true'\n",
+        &format!(
+            "  {kafka}, 'properties.group.id' = 'g',\n  \
+             'properties.socket.connection.setup.timeout.ms' = '1500',\n  \
+             'properties.sasl.password' = 'hunter2-secret'\n"
+        ),
+    );
+    edit(
+        &job,
+        "WITH ('connector' = 'filesystem', 'path' = '{{DIR}}/out', 'format' = 'csv')",
+        &format!("WITH ({kafka}{sink_extra})"),
+    )
+}
+
+#[test]
+fn kafka_unreachable_at_start_fails_after_the_documented_limit() {
+    let (out, _tmp) = run(&kafka_job(""));
+    let err = assert_clean_error(
+        &out,
+        &[
+            "cannot reach kafka at 127.0.0.1:1 within 1500 ms",
+            "properties.socket.connection.setup.timeout.ms",
+        ],
+    );
+    assert!(!err.contains("hunter2"), "a secret was printed:\n{err}");
+}
+
+#[test]
+fn kafka_secrets_never_reach_explain() {
+    let (out, _tmp) = run_job(&kafka_job(""), &["explain", "{{DIR}}/job.sql"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "explain failed:\n{text}");
+    assert!(
+        text.contains("sasl.password"),
+        "explain hides the option name:\n{text}"
+    );
+    assert!(!text.contains("hunter2"), "a secret was printed:\n{text}");
+    assert!(
+        text.contains("Partition tasks"),
+        "explain does not say how Kafka runs:\n{text}"
+    );
+}
+
+#[test]
+fn kafka_exactly_once_needs_a_transactional_id_prefix() {
+    let (out, _tmp) = run(&kafka_job(", 'sink.delivery-guarantee' = 'exactly-once'"));
+    assert_clean_error(
+        &out,
+        &[
+            "table 'sums'",
+            "'sink.transactional-id-prefix'",
+            "is required",
+        ],
+    );
+}
+
+#[test]
+fn kafka_source_into_a_file_sink_is_refused() {
+    let job = edit(
+        &kafka_job(""),
+        "'connector' = 'kafka', 'topic' = 'events', 'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json')",
+        "'connector' = 'filesystem', 'path' = '{{DIR}}/out', 'format' = 'csv')",
+    );
+    let (out, _tmp) = run(&job);
+    assert_clean_error(
+        &out,
+        &["table 'sums'", "a job reading kafka writes to 'kafka'"],
+    );
+}

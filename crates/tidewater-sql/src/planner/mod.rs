@@ -143,10 +143,51 @@ impl Plan {
             s.push_str(n);
             s.push('\n');
         }
+        if self.source_table.is_kafka() {
+            s.push_str(&self.explain_kafka());
+            return s;
+        }
         s.push_str("\nDataflow:\n");
         s.push_str(&self.dataflow.explain());
         s.push('\n');
         s
+    }
+
+    /// A Kafka job runs as partition tasks, each the whole chain on one thread.
+    fn explain_kafka(&self) -> String {
+        let o = &self.source_table.options;
+        let group = o.get("properties.group.id").unwrap_or("?");
+        let topic = o
+            .get("topic")
+            .or_else(|| o.get("topic-pattern"))
+            .unwrap_or("?");
+        let flow = &self.dataflow;
+        let names: Vec<String> = flow
+            .source
+            .chains
+            .first()
+            .into_iter()
+            .chain(flow.stages.iter().filter_map(|st| st.chains.first()))
+            .flatten()
+            .map(|op| op.name())
+            .collect();
+        let sink = match self.sink_table.0.get("connector") {
+            Some(c) if c.trim().eq_ignore_ascii_case("kafka") => format!(
+                " -> kafka topic '{}' (in the task's transaction)",
+                self.sink_table.0.get("topic").unwrap_or("?")
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "\nPartition tasks (Kafka Streams model):\n  \
+             group '{group}', {} member(s) in this instance; every partition of '{topic}' \
+             is a task with its own watermark and state\n  \
+             each task: decode -> {}{sink}\n  \
+             checkpoint: output, state snapshot on '{group}-<topic>-changelog' and input \
+             offset in one Kafka transaction\n",
+            self.parallelism,
+            names.join(" -> ")
+        )
     }
 }
 
