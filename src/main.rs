@@ -115,9 +115,14 @@ enum CheckpointsCommand {
     },
 }
 
+/// The default log filter. librdkafka's own log is off: it repeats every failed
+/// connection attempt, while Tidewater says once what it is waiting for and why it gives
+/// up (`RUST_LOG=librdkafka=info,rdkafka=info` brings it back).
 fn tidewater_subscriber_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        "warn,tidewater=info,tidewater_runtime=info,tidewater_connectors=info".into()
+        "warn,tidewater=info,tidewater_runtime=info,tidewater_connectors=info,\
+         librdkafka=off,rdkafka=off"
+            .into()
     })
 }
 

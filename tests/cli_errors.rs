@@ -313,7 +313,7 @@ fn kafka_job(sink_extra: &str) -> String {
         GOOD_JOB,
         "  'connector' = 'filesystem',\n  'path' = '{{DIR}}/events.csv',\n  'format' = 'csv',\n  'csv.header' = 'true'\n",
         &format!(
-            "  {kafka}, 'properties.group.id' = 'g',\n  \
+            "  {kafka}, 'properties.group.id' = 'g', 'key.format' = 'raw', 'key.fields' = 'key',\n  \
              'properties.socket.connection.setup.timeout.ms' = '1500',\n  \
              'properties.sasl.password' = 'hunter2-secret'\n"
         ),
@@ -382,5 +382,25 @@ fn kafka_source_into_a_file_sink_is_refused() {
     assert_clean_error(
         &out,
         &["table 'sums'", "a job reading kafka writes to 'kafka'"],
+    );
+}
+
+#[test]
+fn kafka_input_must_be_keyed_by_the_grouping_key() {
+    let job = edit(
+        &kafka_job(""),
+        "'key.fields' = 'key'",
+        "'key.fields' = 'ts_ms'",
+    );
+    let job = edit(&job, "'key.format' = 'raw'", "'key.format' = 'json'");
+    let (out, _tmp) = run(&job);
+    assert_clean_error(
+        &out,
+        &[
+            "table 'events'",
+            "'key.fields'",
+            "keyed by the grouping key",
+            "'key'",
+        ],
     );
 }

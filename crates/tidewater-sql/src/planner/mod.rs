@@ -413,6 +413,9 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 &items,
                 &sink_schema,
             )?;
+            if w.table.is_kafka() {
+                check_keyed_by_grouping_key(&w.table, &w.key_names)?;
+            }
             let sinks = sink_ops(
                 &sink_options,
                 &sink_schema,
@@ -487,6 +490,46 @@ fn sink_schema(t: &TableDef) -> Result<SchemaRef> {
         }
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// A Kafka job's tasks each aggregate one partition, so a key's events must all be in
+/// one partition: the source must declare that its messages are keyed by the grouping
+/// key ('key.fields'). Repartitioning through an internal topic (when they are not) is
+/// not built yet.
+fn check_keyed_by_grouping_key(table: &SourceTable, group_keys: &[String]) -> Result<()> {
+    let o = &table.options;
+    let declared: Vec<String> = o
+        .get("key.fields")
+        .unwrap_or_default()
+        .split(';')
+        .map(|s| s.trim().trim_matches('`').to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut wanted: Vec<String> = group_keys
+        .iter()
+        .map(|k| k.trim().trim_matches('`').to_ascii_lowercase())
+        .collect();
+    let mut have = declared.clone();
+    wanted.sort();
+    have.sort();
+    if wanted == have {
+        return Ok(());
+    }
+    Err(o.error(
+        "key.fields",
+        format!(
+            "each partition of a Kafka source is aggregated on its own, so its messages \
+             must be keyed by the grouping key: declare 'key.format' and 'key.fields' = \
+             '{}' (the message key decides the partition); the table declares {}. \
+             Repartitioning input keyed otherwise is not supported yet",
+            group_keys.join(";"),
+            if declared.is_empty() {
+                "no key".to_string()
+            } else {
+                format!("'{}'", declared.join(";"))
+            }
+        ),
+    ))
 }
 
 /// The sink operator of each subtask, or `None` each when the partition tasks of a
