@@ -748,9 +748,13 @@ pub struct Verdict {
     pub committed_records: Vec<(Tag, Row)>,
     /// Committed rows of sentinel keys.
     pub committed_sentinel: usize,
-    /// Visible output records not on the chain, by (task, generation): aborted attempts (or
-    /// transactions still open).
-    pub others: BTreeMap<(String, String), usize>,
+    /// Visible output records not on the chain, by (task, generation, checkpoint):
+    /// aborted attempts (or transactions still open).
+    pub others: BTreeMap<(String, String, u64), usize>,
+    /// Per input partition: checkpoints of the chain's newest generation whose snapshots
+    /// are on the changelog beyond its committed mark (transactions aborted, still
+    /// open, or whose offsets the broker lost).
+    pub beyond_marks: BTreeMap<i32, Vec<u64>>,
     /// Per input partition: the committed mark, if any.
     pub marks: BTreeMap<i32, Mark>,
     /// Per input partition: the group's committed offsets of (changelog, p) and
@@ -1182,6 +1186,16 @@ impl Watcher {
                 generation = fg;
                 hi = fnum;
             }
+            let beyond: Vec<u64> = snapshots
+                .keys()
+                .filter(|(sp, g, n)| *sp == p && *g == mark.g.as_str() && *n > mark.n)
+                .map(|(_, _, n)| *n)
+                .collect::<BTreeSet<u64>>()
+                .into_iter()
+                .collect();
+            if !beyond.is_empty() {
+                v.beyond_marks.insert(p, beyond);
+            }
             if v.pending.len() == pending_before
                 && !manifests.contains(&(p, mark.g.as_str(), mark.n))
             {
@@ -1243,7 +1257,11 @@ impl Watcher {
                 }
             }
             *v.others
-                .entry((r.tag.task.clone(), r.tag.generation.clone()))
+                .entry((
+                    r.tag.task.clone(),
+                    r.tag.generation.clone(),
+                    r.tag.checkpoint,
+                ))
                 .or_default() += 1;
         }
         v.committed.sort_unstable();
@@ -1288,6 +1306,20 @@ pub fn assert_rows_exact(got: &[Row], expected: &[Row], what: &str) {
     );
 }
 
+/// The visible records not on the chain, as `"<task> <gen> checkpoints a..b: n"`.
+pub fn others_by_attempt(v: &Verdict) -> Vec<String> {
+    let mut by: BTreeMap<(&str, &str), (u64, u64, usize)> = BTreeMap::new();
+    for ((task, g, n), count) in &v.others {
+        let e = by.entry((task, g)).or_insert((*n, *n, 0));
+        e.0 = e.0.min(*n);
+        e.1 = e.1.max(*n);
+        e.2 += count;
+    }
+    by.iter()
+        .map(|((t, g), (lo, hi, n))| format!("{t} {} checkpoints {lo}..={hi}: {n}", short(g)))
+        .collect()
+}
+
 /// Panics unless the verdict shows exactly the oracle's rows committed, every chain
 /// resolved and no contract violation; prints what the other visible records were.
 pub fn assert_exactly_once(v: &Verdict, expected: &[Row], what: &str) {
@@ -1310,10 +1342,7 @@ pub fn assert_exactly_once(v: &Verdict, expected: &[Row], what: &str) {
          open transactions) by (task, generation): {:?}",
         v.committed.len(),
         v.others.values().sum::<usize>(),
-        v.others
-            .iter()
-            .map(|((t, g), n)| format!("{t} {}: {n}", short(g)))
-            .collect::<Vec<_>>()
+        others_by_attempt(v)
     );
 }
 
@@ -1371,10 +1400,13 @@ pub fn wait_for_complete(
             };
             panic!(
                 "{what}: after {patience:?}, {} of {} rows committed (missing e.g. {missing:?}); \
-                 marks {:?}; {}; problems {:?}{logs}",
+                 marks {:?}; snapshots on the changelog beyond the committed marks {:?}; other \
+                 visible records {:?}; {}; problems {:?}{logs}",
                 v.committed.len(),
                 expected.len(),
                 v.marks,
+                v.beyond_marks,
+                others_by_attempt(&v),
                 v.summary(),
                 &v.problems[..v.problems.len().min(5)]
             );
