@@ -32,7 +32,7 @@ use kafka_job::broker::Broker;
 use kafka_job::classic::{self, ClassicEvent};
 use kafka_job::{
     InputProducer, Instance, Mark, POLL_EVERY, Scenario, Verdict, Watcher, complete_and_stop,
-    expected_rows, sentinel_ts, short,
+    expected_rows, owned_tasks, sentinel_ts, short,
 };
 
 /// One group member per instance (an instance runs one per unit of parallelism): three
@@ -155,21 +155,29 @@ fn three_instances_one_killed_fourth_joins_exactly_once() {
         |v| v.marks.len() == 4,
     );
     let m0 = first.marks.clone();
+    // ... and, as far as its log tells, a holds a partition (given up on after 30 s: the
+    // kill then still tests a member leaving).
+    let a_log = a.stderr.clone();
+    let since = Instant::now();
     let at_kill = wait_until(
         &mut watcher,
         &mut [&mut a, &mut b, &mut c],
         Duration::from_secs(60),
         "a second commit on every partition",
         |v| {
-            (0..4).all(|p| {
+            let advanced = (0..4).all(|p| {
                 let (now, then) = (v.marks.get(&p), m0.get(&p));
                 now.is_some() && now != then
-            })
+            });
+            let a_owns =
+                !owned_tasks(&std::fs::read_to_string(&a_log).unwrap_or_default()).is_empty();
+            advanced && (a_owns || since.elapsed() > Duration::from_secs(30))
         },
     );
     let marks_at_kill: BTreeMap<i32, Mark> = at_kill.marks.clone();
     eprintln!(
-        "killing a; {} rows committed so far; marks at the kill: {:?}",
+        "killing a, which holds {:?}; {} rows committed so far; marks at the kill: {:?}",
+        owned_tasks(&a.log()),
         at_kill.committed.len(),
         marks_at_kill
             .iter()

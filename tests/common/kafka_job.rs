@@ -264,6 +264,28 @@ GROUP BY window_start, window_end, key;
     }
 }
 
+/// The tasks an instance's log says it holds: `task <topic>/<p> opened` adds one,
+/// `task <topic>/<p> revoked` or `... lost its partition` removes it. Only a hint (it
+/// reads log lines), for choosing a moment, never for a verdict.
+pub fn owned_tasks(log: &str) -> BTreeSet<String> {
+    let mut owned = BTreeSet::new();
+    for line in log.lines() {
+        let Some(at) = line.find("task ") else {
+            continue;
+        };
+        let rest = &line[at + "task ".len()..];
+        let Some((task, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        if what.starts_with("opened") {
+            owned.insert(task.to_string());
+        } else if what.starts_with("revoked") || what.starts_with("lost") {
+            owned.remove(task);
+        }
+    }
+    owned
+}
+
 /// One `tidewater run` process. Dropping it kills the process if it still runs, and
 /// shows its stderr when the test is failing.
 #[derive(Debug)]
@@ -1339,7 +1361,7 @@ pub fn assert_exactly_once(v: &Verdict, expected: &[Row], what: &str) {
     assert_rows_exact(&v.committed, expected, what);
     eprintln!(
         "{what}: {} committed rows equal the oracle's; {} other visible records (aborted or \
-         open transactions) by (task, generation): {:?}",
+         open transactions), by attempt: {:?}",
         v.committed.len(),
         v.others.values().sum::<usize>(),
         others_by_attempt(v)
