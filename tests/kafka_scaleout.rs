@@ -4,21 +4,27 @@
 //!
 //! Which output records are committed is decided from broker state alone, because the
 //! pinned tansu shows records of aborted transactions even to read_committed consumers:
-//! the group's committed offsets carry each task's commit mark, the changelog records
-//! name the mark each generation restored from, and together they give the chain of
-//! committed (generation, checkpoint) pairs of every input partition
-//! (tests/common/kafka_job.rs). The committed output must equal the naive oracle's rows,
-//! each window result once; every other visible record must belong to an attempt that is
-//! not on the chain. Against a broker that hides aborted transactions
+//! the group's committed offset of each changelog partition points at the committed
+//! snapshot's manifest, whose headers name the generation, the checkpoint and the mark
+//! that generation restored from; together they give the chain of committed
+//! (generation, checkpoint) ranges of every input partition (tests/common/kafka_job.rs).
+//! The committed output must equal the naive oracle's rows, each window result once;
+//! every other visible record belongs to an attempt that is not on the chain (they are
+//! counted and printed). Against a broker that hides aborted transactions
 //! (`TIDEWATER_KAFKA_READ_COMMITTED=1`), a read_committed consumer must see exactly the
 //! committed records too.
 //!
 //! The input is unbounded, so after the dataset every partition gets one sentinel event
-//! an minute of event time later (key `__flush_p<N>`): every real window fires, and the
+//! a minute of event time later (key `__flush_p<N>`): every real window fires, and the
 //! sentinels' own windows are left out of the comparison.
 //!
+//! The tests: three instances, one SIGKILLed and a fourth joining; a partition that
+//! never gets data; malformed messages into the dead-letter file; an instance frozen
+//! (SIGSTOP) until its partitions move, then woken as a zombie.
 //! `cargo test --test kafka_scaleout -- --nocapture` shows the progress, the recovery
-//! time after the kill and how many aborted records were visible.
+//! times and how many aborted records were visible; `TIDEWATER_KAFKA_EVENTS` sets the
+//! dataset size of the multi-instance tests, `TIDEWATER_TEST_RUST_LOG` the instances'
+//! `RUST_LOG`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 #[path = "common/kafka_job.rs"]
@@ -29,10 +35,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_job::broker::Broker;
-use kafka_job::classic::{self, ClassicEvent};
+use kafka_job::classic;
 use kafka_job::{
     InputProducer, Instance, Mark, POLL_EVERY, Scenario, Verdict, Watcher, complete_and_stop,
-    expected_rows, owned_tasks, sentinel_ts, short,
+    expected_rows, owned_tasks, produce_paced, sentinel_ts, short,
 };
 
 /// One group member per instance (an instance runs one per unit of parallelism): three
@@ -109,7 +115,6 @@ fn three_instances_one_killed_fourth_joins_exactly_once() {
     let s = Scenario::new(&broker, "scaleout", 4, 4, &[]);
     let events = classic::classic_events(n_events, 200, 4);
     let expected = expected_rows(&events);
-    let sentinel = sentinel_ts(&events);
     eprintln!(
         "{n_events} events over 200 keys, {} expected rows; input {}, group {}",
         expected.len(),
@@ -117,29 +122,9 @@ fn three_instances_one_killed_fourth_joins_exactly_once() {
         s.group
     );
 
-    // The input arrives while the instances run, paced over about 30 s, so that the kill
-    // and the fourth instance's join fall in mid-stream. (The pause between batches is
-    // the pacing of the stream, not a synchronisation.)
-    let producing = {
-        let bootstrap = s.bootstrap.clone();
-        let topic = s.input.clone();
-        let events: Vec<ClassicEvent> = events.clone();
-        thread::spawn(move || {
-            let producer = InputProducer::new(&bootstrap, &topic);
-            let batches = events.chunks(events.len().div_ceil(100).max(1));
-            let began = Instant::now();
-            for (i, batch) in batches.enumerate() {
-                let due = began + Duration::from_millis(300) * u32::try_from(i).unwrap();
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    thread::sleep(wait);
-                }
-                producer.send_events(batch, None);
-            }
-            producer.send_sentinels(0..4, sentinel);
-            eprintln!("input produced in {:.1} s", began.elapsed().as_secs_f64());
-            (producer.key_partitions(), producer.ends())
-        })
-    };
+    // The input arrives while the instances run, paced over 30 s, so that the kill and
+    // the fourth instance's join fall in mid-stream.
+    let producing = produce_paced(&s, &events, Duration::from_secs(30));
 
     let mut watcher = Watcher::new(&broker, &s);
     let mut a = s.spawn("a", &ONE_MEMBER);
@@ -461,4 +446,88 @@ fn malformed_message_goes_to_dead_letter_with_coordinates() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// The partitions of the tasks an instance's log says it holds.
+fn owned_partitions(i: &Instance) -> BTreeSet<i32> {
+    owned_tasks(&i.log())
+        .iter()
+        .filter_map(|t| t.rsplit_once('/').and_then(|(_, p)| p.parse().ok()))
+        .collect()
+}
+
+/// A zombie: an instance frozen (SIGSTOP) while it holds partitions loses them to the
+/// other instance after the session timeout; when it wakes up (SIGCONT) with open
+/// transactions, its producers must be fenced (a new owner of a task's transactional
+/// id bumps its epoch), so nothing it does after waking becomes committed output: the
+/// committed output is still exactly the oracle's, and the instance goes on (rejoins).
+#[test]
+fn frozen_instance_is_fenced_when_it_wakes() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let s = Scenario::new(&broker, "zombie", 4, 4, &[]);
+    let events = classic::classic_events(env_or("TIDEWATER_KAFKA_EVENTS", 40_000), 200, 7);
+    let expected = expected_rows(&events);
+    let producing = produce_paced(&s, &events, Duration::from_secs(30));
+    let mut watcher = Watcher::new(&broker, &s);
+    let mut a = s.spawn("a", &ONE_MEMBER);
+    let mut b = s.spawn("b", &ONE_MEMBER);
+
+    // Every partition has committed and a holds some, as its log says.
+    let a_log = a.stderr.clone();
+    let at_freeze = wait_until(
+        &mut watcher,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(60),
+        "marks on all 4 partitions while a holds one",
+        |v| {
+            v.marks.len() == 4
+                && !owned_tasks(&std::fs::read_to_string(&a_log).unwrap_or_default()).is_empty()
+        },
+    );
+    let a_parts = owned_partitions(&a);
+    let frozen_marks = at_freeze.marks.clone();
+    a.signal("STOP");
+    let frozen_at = Instant::now();
+
+    // b takes a's partitions over: a new generation commits each of them.
+    let took_over = wait_until(
+        &mut watcher,
+        &mut [&mut b],
+        Duration::from_secs(60),
+        "b taking over the partitions of the frozen a",
+        |v| {
+            a_parts.iter().all(|p| {
+                v.marks
+                    .get(p)
+                    .is_some_and(|m| frozen_marks.get(p).is_none_or(|f| f.g != m.g))
+            })
+        },
+    );
+    eprintln!(
+        "a held {a_parts:?}; b committed them {:.2} s after the freeze: {}",
+        frozen_at.elapsed().as_secs_f64(),
+        took_over.summary()
+    );
+    a.signal("CONT");
+
+    let (key_partitions, input_ends) = producing.join().expect("producer thread");
+    let v = complete_and_stop(
+        &broker,
+        &s,
+        &mut watcher,
+        &mut [&mut a, &mut b],
+        &expected,
+        &key_partitions,
+        &input_ends,
+        "zombie",
+    );
+    let woke: Vec<String> = a
+        .log()
+        .lines()
+        .filter(|l| l.contains("fenced") || l.contains("lost") || l.contains("WARN"))
+        .map(str::to_string)
+        .collect();
+    eprintln!("a after waking up: {woke:#?}\nchains: {}", v.summary());
 }

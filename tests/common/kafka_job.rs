@@ -335,6 +335,19 @@ impl Instance {
         }
     }
 
+    /// Sends `signal` (a name for kill(1): `STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid} ({}) failed", self.name);
+        eprintln!("[{}] SIG{signal}", self.name);
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -560,6 +573,39 @@ impl InputProducer {
         }
         map
     }
+}
+
+/// Produces `events` (keyed by key, where the partitioner puts them) on a thread of its
+/// own in 100 batches spread over `over`, then one sentinel per partition of
+/// `s.input_partitions`; returns what [`InputProducer::key_partitions`] and
+/// [`InputProducer::ends`] say at the end. The pause between batches is the pacing of
+/// the stream, not a synchronisation.
+pub fn produce_paced(
+    s: &Scenario,
+    events: &[ClassicEvent],
+    over: Duration,
+) -> std::thread::JoinHandle<(BTreeMap<String, i32>, BTreeMap<i32, i64>)> {
+    let bootstrap = s.bootstrap.clone();
+    let topic = s.input.clone();
+    let partitions = s.input_partitions;
+    let sentinel = sentinel_ts(events);
+    let events = events.to_vec();
+    std::thread::spawn(move || {
+        let producer = InputProducer::new(&bootstrap, &topic);
+        let batches = events.chunks(events.len().div_ceil(100).max(1));
+        let step = over / 100;
+        let began = Instant::now();
+        for (i, batch) in batches.enumerate() {
+            let due = began + step * u32::try_from(i).unwrap_or(u32::MAX);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            producer.send_events(batch, None);
+        }
+        producer.send_sentinels(0..partitions, sentinel);
+        eprintln!("input produced in {:.1} s", began.elapsed().as_secs_f64());
+        (producer.key_partitions(), producer.ends())
+    })
 }
 
 /// The sentinels' event time for a dataset.
