@@ -6,12 +6,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, StringArray, StringBuilder, TimestampMillisecondArray,
+};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
 use tidewater_core::metrics::JobMetrics;
+use tidewater_core::time::write_millis;
 use tidewater_core::{Error, Result};
 
 use super::options::{KafkaSourceOptions, RecordFormat};
@@ -347,7 +350,7 @@ impl RecordEncoder {
 
     /// One record per row.
     pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Vec<Record>> {
-        let batch = stringify_timestamps(batch)?;
+        let batch = timestamps_as_text(batch)?;
         let values = encode_rows(&self.value, &batch)?;
         let keys = match &self.key {
             Some((format, cols)) => encode_rows(format, &batch.project(cols)?)?
@@ -358,6 +361,48 @@ impl RecordEncoder {
         };
         Ok(keys.into_iter().zip(values).collect())
     }
+}
+
+/// Millisecond timestamps as `YYYY-MM-DD HH:MM:SS.sss` text by the fast formatter (window
+/// results carry two each); other timestamp columns the general way.
+fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
+    let millis = |f: &arrow::datatypes::Field| {
+        matches!(
+            f.data_type(),
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _)
+        )
+    };
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| millis(f)) {
+        return stringify_timestamps(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    let mut text = String::with_capacity(23);
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let Some(ts) = c.as_any().downcast_ref::<TimestampMillisecondArray>() else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+            continue;
+        };
+        let mut b = StringBuilder::with_capacity(ts.len(), ts.len() * 23);
+        for v in ts {
+            match v {
+                Some(ms) => {
+                    text.clear();
+                    write_millis(ms, &mut text);
+                    b.append_value(&text);
+                }
+                None => b.append_null(),
+            }
+        }
+        fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+        columns.push(Arc::new(b.finish()) as ArrayRef);
+    }
+    stringify_timestamps(&RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
