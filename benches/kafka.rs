@@ -98,9 +98,8 @@ fn produce(broker: &Broker, topic: &str, partitions: i32, events: u64) {
         } else {
             t
         };
-        let k = cdf
-            .partition_point(|c| *c < rng.random::<f64>())
-            .min(keys - 1);
+        let u: f64 = rng.random();
+        let k = cdf.partition_point(|c| *c < u).min(keys - 1);
         let key = format!("k{k}");
         let v: i64 = rng.random_range(0..=1000);
         send(
