@@ -75,7 +75,7 @@ impl Broker {
         // A free port can be taken by someone else between asking and binding: try again.
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Broker::spawn(tansu) {
+            match Broker::spawn(tansu, None) {
                 Ok(broker) => return Some(broker),
                 Err(e) => last_error = e,
             }
@@ -83,19 +83,54 @@ impl Broker {
         panic!("tansu did not start: {last_error}");
     }
 
-    fn spawn(tansu: &Path) -> Result<Broker, String> {
+    /// tansu behind a [`NetCut`]: it advertises the proxy's address, so every client
+    /// connection goes through the proxy, which can cut them all and refuse new ones
+    /// (the broker gone, as clients see it) while tansu keeps its in-memory data. `None`
+    /// as for [`Broker::start`], or when an external broker is configured.
+    pub fn start_behind_netcut() -> Option<(Broker, NetCut)> {
+        if std::env::var(BOOTSTRAP_ENV).is_ok() {
+            eprintln!("SKIPPED: a network cut needs the broker this test starts");
+            return None;
+        }
+        let tansu = match tansu_binary() {
+            Ok(path) => path,
+            Err(why) => {
+                eprintln!("SKIPPED: no Kafka broker: {why}");
+                return None;
+            }
+        };
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let cut = NetCut::listen().unwrap_or_else(|e| panic!("proxy: {e}"));
+            match Broker::spawn(tansu, Some(&cut)) {
+                Ok(broker) => return Some((broker, cut)),
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("tansu did not start: {last_error}");
+    }
+
+    fn spawn(tansu: &Path, behind: Option<&NetCut>) -> Result<Broker, String> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let public = match behind {
+            Some(cut) => {
+                cut.forward_to(port);
+                cut.port
+            }
+            None => port,
+        };
+        let advertised = format!("tcp://127.0.0.1:{public}");
         let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
         let out = log.reopen().map_err(|e| format!("log file: {e}"))?;
         let err = out.try_clone().map_err(|e| format!("log file: {e}"))?;
         let began = Instant::now();
         let child = Command::new(tansu)
             .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(out)
@@ -103,7 +138,7 @@ impl Broker {
             .spawn()
             .map_err(|e| format!("{}: {e}", tansu.display()))?;
         let mut broker = Broker {
-            bootstrap: format!("127.0.0.1:{port}"),
+            bootstrap: format!("127.0.0.1:{public}"),
             child: Some(child),
             log: Some(log),
             started_in: Duration::ZERO,
@@ -303,5 +338,76 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
             return output;
         }
         thread::park();
+    }
+}
+
+/// A TCP proxy in front of the broker that can cut the network: [`NetCut::set_up`]
+/// `(false)` shuts every proxied connection down and closes new ones at once, `(true)`
+/// forwards again.
+#[derive(Debug)]
+pub struct NetCut {
+    /// The port clients connect to.
+    pub port: u16,
+    upstream: Arc<std::sync::atomic::AtomicU16>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl NetCut {
+    fn listen() -> std::io::Result<NetCut> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let cut = NetCut {
+            port: listener.local_addr()?.port(),
+            upstream: Arc::default(),
+            up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            open: Arc::default(),
+        };
+        let (upstream, up, open) = (cut.upstream.clone(), cut.up.clone(), cut.open.clone());
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect((
+                    Ipv4Addr::LOCALHOST,
+                    upstream.load(Ordering::SeqCst),
+                )) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                    if let Ok(mut open) = open.lock() {
+                        open.push(c2);
+                        open.push(s2);
+                    }
+                    let (Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone()) else {
+                        continue;
+                    };
+                    pipe(c3, server);
+                    pipe(s3, client);
+                }
+            }
+        });
+        Ok(cut)
+    }
+
+    fn forward_to(&self, port: u16) {
+        self.upstream.store(port, Ordering::SeqCst);
+    }
+
+    /// Cuts (false) or restores (true) the network between clients and the broker.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up && let Ok(mut open) = self.open.lock() {
+            for s in open.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
