@@ -291,7 +291,7 @@ fn idle_partition_does_not_stall_windows() {
     let Some(broker) = Broker::start() else {
         return;
     };
-    let s = Scenario::new(&broker, "idle", 4, 2, &[]);
+    let s = Scenario::new(&broker, "idle", 4, 4, &[]);
     let events = classic::classic_events(12_000, 60, 5);
     let expected = expected_rows(&events);
     // Partitions 0..2 only; partition 3 gets nothing at all, not even a sentinel.
@@ -324,7 +324,7 @@ fn malformed_message_goes_to_dead_letter_with_coordinates() {
     let Some(broker) = Broker::start() else {
         return;
     };
-    let s = Scenario::new(&broker, "deadletter", 4, 2, &[]);
+    let s = Scenario::new(&broker, "deadletter", 4, 4, &[]);
     let events = classic::classic_events(4_000, 20, 6);
     let expected = expected_rows(&events);
     let place = key_index_partition(4);

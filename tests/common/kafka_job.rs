@@ -76,8 +76,8 @@ pub const STOP_PATIENCE: Duration = Duration::from_secs(30);
 /// The output record headers of the contract.
 pub const H_TASK: &str = "tidewater.task";
 pub const H_GEN: &str = "tidewater.gen";
-/// The name the implementation uses for [`H_GEN`] (its commit message says
-/// `tidewater.gen`); accepted too.
+/// What the implementation writes for [`H_GEN`] so far (the contract says
+/// `tidewater.gen`): either name is accepted.
 pub const H_GEN_LONG: &str = "tidewater.generation";
 pub const H_CHECKPOINT: &str = "tidewater.checkpoint";
 pub const H_FROM: &str = "tidewater.from";
@@ -110,6 +110,9 @@ pub struct Scenario {
     pub tx_prefix: String,
     pub input_partitions: i32,
     pub output_partitions: i32,
+    /// 'sink.partitioner': `fixed` on the pinned tansu when every task can have an
+    /// output partition of its own (see [`Scenario::new`]), otherwise `default`.
+    pub sink_partitioner: &'static str,
     pub dir: tempfile::TempDir,
     pub job: PathBuf,
     pub dead_letters: PathBuf,
@@ -118,6 +121,17 @@ pub struct Scenario {
 impl Scenario {
     /// Creates the input and output topics (unique names starting with `name`) and
     /// writes the job file, with `extra_source_options` added to the source's WITH.
+    ///
+    /// On the pinned tansu, with at least as many output partitions as input ones, the
+    /// sink uses 'sink.partitioner' = 'fixed' (task `p` writes output partition `p`), so
+    /// that no two tasks' transactions write one partition:
+    /// tansu applies the offsets of a committed transaction only once no transaction
+    /// that wrote the same partition is still open, and only when a transaction that
+    /// overlaps it directly ends later; offsets deferred along a chain of overlaps
+    /// (T1 and T3 share a partition, T3 and T0 another, T0 and T2 a third; committed in
+    /// that order) are never applied, although every commit succeeded. The job then
+    /// stalls (its tasks believe they committed) or replays. Other brokers get the
+    /// default partitioner, where tasks share output partitions.
     pub fn new(
         broker: &Broker,
         name: &str,
@@ -130,6 +144,18 @@ impl Scenario {
         broker.create_topic(&input, input_partitions);
         broker.create_topic(&output, output_partitions);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let sink_partitioner = if !broker.is_local_tansu() {
+            "default"
+        } else if output_partitions >= input_partitions {
+            "fixed"
+        } else {
+            eprintln!(
+                "NOTE: {output_partitions} output partitions for {input_partitions} tasks: they \
+                 share output partitions, and tansu may never apply some committed offsets \
+                 (see Scenario::new); give the output as many partitions as the input"
+            );
+            "default"
+        };
         let s = Scenario {
             bootstrap: broker.bootstrap().to_string(),
             group: unique_name(&format!("{name}-group")),
@@ -138,6 +164,7 @@ impl Scenario {
             output,
             input_partitions,
             output_partitions,
+            sink_partitioner,
             job: dir.path().join("job.sql"),
             dead_letters: dir.path().join("dead-letters.jsonl"),
             dir,
@@ -199,7 +226,8 @@ CREATE TABLE results (
   'properties.bootstrap.servers' = '{bootstrap}',
   'format' = 'json',
   'sink.delivery-guarantee' = 'exactly-once',
-  'sink.transactional-id-prefix' = '{prefix}'
+  'sink.transactional-id-prefix' = '{prefix}',
+  'sink.partitioner' = '{partitioner}'
 );
 
 INSERT INTO results
@@ -212,6 +240,7 @@ GROUP BY window_start, window_end, key;
             bootstrap = self.bootstrap,
             group = self.group,
             prefix = self.tx_prefix,
+            partitioner = self.sink_partitioner,
             dead = self.dead_letters.display(),
         )
     }
@@ -1213,7 +1242,7 @@ impl Watcher {
                     && have != from_header(&from)
                 {
                     v.problems.push(format!(
-                        "p{p}: generation {generation}'s changelog records say {H_FROM} = {have:?}, \
+                        "p{p}: generation {generation}: its changelog says {H_FROM} = {have:?}, \
                          its commit chain says {:?}",
                         from_header(&from)
                     ));
