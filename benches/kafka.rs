@@ -144,6 +144,33 @@ fn committed(reader: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i3
         .collect()
 }
 
+/// Messages per second one consumer doing nothing else reads from the broker: what
+/// the broker can deliver on this machine.
+fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> f64 {
+    let consumer: BaseConsumer = broker.consumer(&[
+        ("group.id", &unique_name("bench-bare")),
+        ("enable.auto.commit", "false"),
+    ]);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let mut got = 0;
+    while got < total {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            got += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "bare consumer: {got} of {total}"
+        );
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Tasks opened so far, by the instance's log.
 fn opened(log: &std::path::Path) -> usize {
     std::fs::read_to_string(log)
@@ -186,6 +213,7 @@ fn main() {
     broker.create_topic(&output, partitions);
     produce(&broker, &input, partitions, events);
     let total = events as i64 + i64::from(partitions);
+    let ceiling = bare_consume(&broker, &input, partitions, total);
     let group = unique_name("bench-group");
     let job_path = dir.path().join("job.sql");
     std::fs::write(
@@ -228,6 +256,9 @@ fn main() {
         .min(p);
     println!("| case | figure |");
     println!("|---|---|");
+    println!(
+        "| broker ceiling: one bare consumer reading the input ({total} messages, no processing) | {ceiling:.0} messages/s |"
+    );
     println!(
         "| Kafka → Kafka, {events} events, {partitions} partitions, -p {p} | {rate:.0} events/s ({:.0} per core): {secs:.1} s from every task open to the last commit (includes up to one 1 s commit interval); {:.1} s from process start |",
         rate / cores as f64,
