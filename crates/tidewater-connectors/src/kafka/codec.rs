@@ -459,3 +459,156 @@ fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Vec<Vec<u8>
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TableOptions;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::TimeUnit;
+
+    #[derive(Debug, Default)]
+    struct Letters(Mutex<Vec<DeadLetter>>);
+
+    impl DeadLetterSink for Letters {
+        fn write(&self, letter: DeadLetter) -> Result<()> {
+            self.0
+                .lock()
+                .map_err(|_| Error::runtime("poisoned"))?
+                .push(letter);
+            Ok(())
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, true),
+            Field::new("value", DataType::Int64, true),
+        ]))
+    }
+
+    fn source(extra: &[(&str, &str)]) -> KafkaSourceOptions {
+        let mut o: std::collections::BTreeMap<String, String> = [
+            ("connector", "kafka"),
+            ("topic", "t"),
+            ("format", "json"),
+            ("properties.bootstrap.servers", "x:1"),
+            ("properties.group.id", "g"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        o.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        KafkaSourceOptions::parse(&TableOptions::new("events", o), &schema()).expect("options")
+    }
+
+    fn msg(offset: i64, key: Option<&str>, value: Option<&[u8]>) -> RawMessage {
+        RawMessage {
+            offset,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn bad_messages_become_dead_letters_at_their_offsets_and_the_rest_decodes() {
+        let letters = Arc::new(Letters::default());
+        let metrics = Arc::new(JobMetrics::default());
+        let d = MessageDecoder::new(
+            &source(&[]),
+            schema(),
+            "t",
+            3,
+            letters.clone(),
+            metrics.clone(),
+        );
+        let batch = d
+            .decode(&[
+                msg(10, None, Some(br#"{"key":"a","value":1}"#)),
+                msg(11, None, Some(b"not json")),
+                msg(12, None, None),
+                msg(13, None, Some(b"{\"key\":\"b\",\n\"value\":2}")),
+                msg(14, None, Some(br#"{"key":"c","value":"x"}"#)),
+            ])
+            .expect("decode")
+            .expect("rows");
+        let values = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64");
+        assert_eq!(values.values(), &[1, 2]);
+        let letters = letters.0.lock().expect("letters");
+        let at: Vec<Position> = letters.iter().map(|l| l.position.clone()).collect();
+        let kafka = |offset| Position::Kafka {
+            topic: "t".into(),
+            partition: 3,
+            offset,
+        };
+        assert_eq!(at, vec![kafka(12), kafka(11), kafka(14)]);
+        assert_eq!(
+            metrics
+                .dead_letters
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+    }
+
+    #[test]
+    fn except_key_reads_key_columns_from_the_message_key() {
+        let letters = Arc::new(Letters::default());
+        let o = source(&[
+            ("key.format", "raw"),
+            ("key.fields", "key"),
+            ("value.fields-include", "EXCEPT_KEY"),
+        ]);
+        let d = MessageDecoder::new(&o, schema(), "t", 0, letters.clone(), Arc::default());
+        let batch = d
+            .decode(&[
+                msg(0, Some("a"), Some(br#"{"value":1}"#)),
+                msg(1, Some("b"), Some(b"{oops")),
+                msg(2, Some("c"), Some(br#"{"value":3}"#)),
+            ])
+            .expect("decode")
+            .expect("rows");
+        let keys = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("str");
+        assert_eq!(keys.iter().flatten().collect::<Vec<_>>(), vec!["a", "c"]);
+        assert_eq!(letters.0.lock().expect("letters").len(), 1);
+    }
+
+    #[test]
+    fn records_carry_timestamps_as_text_and_the_declared_key() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, true),
+            Field::new(
+                "window_end",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["k1"])),
+                Arc::new(TimestampMillisecondArray::from(vec![1_700_000_010_000])),
+            ],
+        )
+        .expect("batch");
+        let e = RecordEncoder::new(
+            RecordFormat::Lines(Format::Json),
+            Some((RecordFormat::Raw, vec![0])),
+        );
+        let records = e.encode(&batch).expect("encode");
+        assert_eq!(
+            records,
+            vec![(
+                Some(b"k1".to_vec()),
+                br#"{"key":"k1","window_end":"2023-11-14 22:13:30.000"}"#.to_vec()
+            )]
+        );
+    }
+}
