@@ -14,7 +14,7 @@ use tidewater_core::{Error, Result};
 use tidewater_runtime::{Barrier, Operator, Output, StateWriter};
 
 use super::options::{DeliveryGuarantee, KafkaSinkOptions, Partitioner};
-use super::task::{OutputTarget, send};
+use super::task::OutputTarget;
 use crate::registry::SinkContext;
 
 /// How long a flush may wait for the broker before the job fails.
@@ -83,14 +83,8 @@ impl Operator for KafkaSink {
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
         let records = self.target.encoder.encode(&batch)?;
         for (key, value) in &records {
-            send(
-                &self.producer,
-                &mut self.target,
-                key.as_deref(),
-                value,
-                None,
-                (),
-            )?;
+            self.target
+                .send(&self.producer, (key.as_deref(), value), None, ())?;
         }
         self.producer.poll(Duration::ZERO);
         JobMetrics::add(&self.metrics.records_out, records.len() as u64);

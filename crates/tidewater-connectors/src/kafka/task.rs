@@ -79,6 +79,30 @@ impl OutputTarget {
         })
     }
 
+    /// Produces one output record.
+    pub(crate) fn send<C>(
+        &mut self,
+        producer: &BaseProducer<C>,
+        record: (Option<&[u8]>, &[u8]),
+        headers: Option<OwnedHeaders>,
+        opaque: C::DeliveryOpaque,
+    ) -> Result<()>
+    where
+        C: ProducerContext,
+        C::DeliveryOpaque: Clone,
+    {
+        let partition = self.partition();
+        produce(
+            producer,
+            &self.topic,
+            partition,
+            record.0,
+            record.1,
+            headers,
+            opaque,
+        )
+    }
+
     fn partition(&mut self) -> Option<i32> {
         match self.partitioner {
             Partitioner::Default => None,
@@ -93,23 +117,6 @@ impl OutputTarget {
 }
 
 /// Produces one record, waiting for room when librdkafka's queue is full.
-pub(crate) fn send<C>(
-    producer: &BaseProducer<C>,
-    target: &mut OutputTarget,
-    key: Option<&[u8]>,
-    value: &[u8],
-    headers: Option<OwnedHeaders>,
-    opaque: C::DeliveryOpaque,
-) -> Result<()>
-where
-    C: ProducerContext,
-    C::DeliveryOpaque: Clone,
-{
-    let partition = target.partition();
-    let topic = target.topic.clone();
-    produce(producer, &topic, partition, key, value, headers, opaque)
-}
-
 fn produce<C>(
     producer: &BaseProducer<C>,
     topic: &str,
@@ -404,11 +411,9 @@ impl Task {
         for b in outputs {
             let records = target.encoder.encode(b)?;
             for (key, value) in &records {
-                send(
+                target.send(
                     &self.producer,
-                    target,
-                    key.as_deref(),
-                    value,
+                    (key.as_deref(), value),
                     Some(headers.clone()),
                     0,
                 )?;
