@@ -516,6 +516,11 @@ const HELP: &[(&str, char, &str)] = &[
     ("tidewater_checkpoint_size_bytes", 'g', "State bytes of the last checkpoint"),
     ("tidewater_restore_duration_seconds", 'g', "Restore at start (0: none)"),
     ("tidewater_job_finished", 'g', "1 once the bounded input has ended"),
+    ("tidewater_kafka_tasks", 'g', "Kafka partition tasks open in this instance"),
+    ("tidewater_kafka_tasks_opened_total", 'c', "Partition tasks opened (assigned or reopened)"),
+    ("tidewater_kafka_tasks_restored_total", 'c', "Partition tasks that restored a committed snapshot"),
+    ("tidewater_kafka_assignments_total", 'c', "Rebalances that assigned partitions here"),
+    ("tidewater_kafka_revocations_total", 'c', "Partitions revoked from or lost by this instance"),
     ("tidewater_uptime_seconds", 'g', "Seconds since the status server started"),
     (EMIT_LATENCY, 'h', "Watermark passing a window's end to its results entering the sink"),
 ];
@@ -559,6 +564,14 @@ fn publish(s: &Shared) {
         0.0
     };
     gauge!("tidewater_job_finished", job.iter()).set(finished);
+    let p = &m.partitions;
+    if load(&p.opened) > 0 {
+        gauge!("tidewater_kafka_tasks", job.iter()).set(load(&p.assigned) as f64);
+        counter!("tidewater_kafka_tasks_opened_total", job.iter()).absolute(load(&p.opened));
+        counter!("tidewater_kafka_tasks_restored_total", job.iter()).absolute(load(&p.restored));
+        counter!("tidewater_kafka_assignments_total", job.iter()).absolute(load(&p.assignments));
+        counter!("tidewater_kafka_revocations_total", job.iter()).absolute(load(&p.revocations));
+    }
     gauge!("tidewater_uptime_seconds", job.iter()).set(s.started.elapsed().as_secs_f64());
     let (rates, _, _) = s.rates();
     let now = now_ms();

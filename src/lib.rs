@@ -94,6 +94,8 @@ pub struct JobReport {
     /// Emit latency (p50, p99 as bucket bounds in ms; number of firings), if any window
     /// fired.
     pub emit_latency_ms: Option<(u64, u64, u64)>,
+    /// What the partition tasks of a Kafka job did.
+    pub kafka: Option<tidewater_connectors::kafka::KafkaReport>,
 }
 
 impl JobReport {
@@ -234,6 +236,7 @@ impl Job {
             elapsed: started.elapsed(),
             exec,
             emit_latency_ms: metrics.emit_latency(),
+            kafka: None,
         };
         tracing::info!(
             events_in = report.metrics.records_in,
@@ -316,6 +319,7 @@ impl Job {
                 stopped: true,
             },
             emit_latency_ms: metrics.emit_latency(),
+            kafka: Some(report),
         })
     }
 }

@@ -273,6 +273,12 @@ fn print_summary(r: &JobReport) {
         r.elapsed.as_secs_f64(),
         r.events_per_second()
     );
+    if let Some(k) = &r.kafka {
+        eprintln!(
+            "partition tasks: {} opened ({} restored from a commit), {} assignments, {} revocations",
+            k.tasks_opened, k.tasks_restored, k.assignments, k.revocations
+        );
+    }
     if let Some((p50, p99, n)) = r.emit_latency_ms {
         let ms = |v: u64| {
             if v == u64::MAX {

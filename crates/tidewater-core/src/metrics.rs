@@ -27,8 +27,25 @@ pub struct JobMetrics {
     pub bytes_total: AtomicU64,
     /// Checkpoints taken and restored.
     pub checkpoints: CheckpointStats,
+    /// The partition tasks of a Kafka job.
+    pub partitions: PartitionStats,
     tasks: Mutex<Vec<Arc<TaskMetrics>>>,
     events: Mutex<VecDeque<JobEvent>>,
+}
+
+/// The partition tasks of a Kafka job in this instance.
+#[derive(Debug, Default)]
+pub struct PartitionStats {
+    /// Tasks open now.
+    pub assigned: AtomicU64,
+    /// Tasks opened: assignments, and reopenings after a failed commit.
+    pub opened: AtomicU64,
+    /// Of those, tasks that restored a committed snapshot.
+    pub restored: AtomicU64,
+    /// Partition assignments received (each rebalance that gave this instance work).
+    pub assignments: AtomicU64,
+    /// Partitions revoked or lost.
+    pub revocations: AtomicU64,
 }
 
 /// Something that happened to the job (for the status page): a checkpoint, a restore,

@@ -17,7 +17,7 @@
 //! go (another member owns it).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,10 @@ pub struct KafkaReport {
     pub tasks_opened: u64,
     /// Of those, tasks that restored a checkpoint.
     pub tasks_restored: u64,
+    /// Rebalances that assigned partitions to this instance.
+    pub assignments: u64,
+    /// Partitions revoked from (or lost by) this instance.
+    pub revocations: u64,
 }
 
 /// What every member shares.
@@ -126,8 +130,6 @@ pub(crate) struct Shared {
     restorer_config: ClientConfig,
     /// Changelog topics known to exist.
     changelogs: Mutex<HashSet<String>>,
-    opened: AtomicU64,
-    restored: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,8 +197,6 @@ impl Shared {
             consumer_config,
             restorer_config,
             changelogs: Mutex::default(),
-            opened: AtomicU64::new(0),
-            restored: AtomicU64::new(0),
         })
     }
 
@@ -399,6 +399,7 @@ impl ConsumerContext for Member {
             .collect();
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                JobMetrics::add(&self.shared.job.metrics.partitions.assignments, 1);
                 for (topic, p) in &keys {
                     if let Some(start) = self.open(consumer, topic, *p)
                         && let Err(e) = tpl.set_partition_offset(topic, *p, start)
@@ -435,6 +436,20 @@ impl ConsumerContext for Member {
 }
 
 impl Member {
+    /// Removes a task from the open ones.
+    fn take(&self, key: &Key) -> Option<Task> {
+        let task = lock(&self.tasks).remove(key);
+        if task.is_some() {
+            self.shared
+                .job
+                .metrics
+                .partitions
+                .assigned
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        task
+    }
+
     fn fail(&self, e: Error) {
         lock(&self.error).get_or_insert(e);
     }
@@ -456,12 +471,15 @@ impl Member {
             .and_then(|()| Task::open(&self.shared, consumer, &self.restorer, topic, partition));
         match opened {
             Ok((task, start)) => {
-                self.shared.opened.fetch_add(1, Ordering::Relaxed);
+                let stats = &self.shared.job.metrics.partitions;
+                JobMetrics::add(&stats.opened, 1);
                 if task.restored() {
-                    self.shared.restored.fetch_add(1, Ordering::Relaxed);
+                    JobMetrics::add(&stats.restored, 1);
                 }
                 lock(&self.broken).remove(&key);
-                lock(&self.tasks).insert(key, task);
+                if lock(&self.tasks).insert(key, task).is_none() {
+                    JobMetrics::add(&stats.assigned, 1);
+                }
                 Some(start)
             }
             Err(e) => {
@@ -485,7 +503,8 @@ impl Member {
     fn close<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, key: &Key, lost: bool) {
         lock(&self.broken).remove(key);
         lock(&self.lost).remove(key);
-        let Some(mut task) = lock(&self.tasks).remove(key) else {
+        JobMetrics::add(&self.shared.job.metrics.partitions.revocations, 1);
+        let Some(mut task) = self.take(key) else {
             return;
         };
         if lost {
@@ -544,7 +563,7 @@ impl Member {
             .job
             .metrics
             .event("warn", format!("task {}/{} failed: {e}", key.0, key.1));
-        if let Some(t) = lock(&self.tasks).remove(&key) {
+        if let Some(t) = self.take(&key) {
             t.abort();
         }
         lock(&self.broken).insert(key, (Instant::now(), Duration::from_millis(250)));
@@ -561,7 +580,7 @@ impl Member {
                 Ok(_) => {}
                 Err(CheckpointError::Fenced(e)) => {
                     tracing::warn!("task {}/{} was fenced by a newer owner: {e}", key.0, key.1);
-                    lock(&self.tasks).remove(&key);
+                    self.take(&key);
                     lock(&self.lost).insert(key);
                 }
                 Err(CheckpointError::Failed(e)) => self.restart(key, e),
@@ -627,10 +646,15 @@ pub fn run(job: KafkaJob) -> Result<KafkaReport> {
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(KafkaReport {
-            tasks_opened: shared.opened.load(Ordering::Relaxed),
-            tasks_restored: shared.restored.load(Ordering::Relaxed),
-        }),
+        None => {
+            let stats = &shared.job.metrics.partitions;
+            Ok(KafkaReport {
+                tasks_opened: stats.opened.load(Ordering::Relaxed),
+                tasks_restored: stats.restored.load(Ordering::Relaxed),
+                assignments: stats.assignments.load(Ordering::Relaxed),
+                revocations: stats.revocations.load(Ordering::Relaxed),
+            })
+        }
     }
 }
 
