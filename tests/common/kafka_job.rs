@@ -20,7 +20,7 @@
 //! of a task commits, through `send_offsets_to_transaction` in the job's group, the input
 //! offset of `(input, p)` and, for `(changelog, p)`, the offset of its snapshot's
 //! manifest record on the changelog topic `<group>-<input>-changelog`. The manifest (key
-//! `manifest`) carries the headers `tidewater.task`, `tidewater.gen`,
+//! `manifest`) carries the headers `tidewater.task`, `tidewater.generation`,
 //! `tidewater.checkpoint`, `tidewater.from` (`"<gen>/<checkpoint>"` restored from, or
 //! `""` for a fresh start) and `tidewater.records` (records of the snapshot, manifest
 //! included). So the group's committed offset of `(changelog, p)` names the committed
@@ -28,7 +28,7 @@
 //! (`(0, n]` for a fresh start). The generation it restored from, `from.g`, committed
 //! `(from'.n, from.n]`, where `from'` is in the manifest of snapshot `from`; and so on
 //! back to a fresh start. An output record is committed exactly when its headers
-//! `tidewater.task`, `tidewater.gen` and `tidewater.checkpoint` lie on that chain.
+//! `tidewater.task`, `tidewater.generation` and `tidewater.checkpoint` lie on that chain.
 #![allow(dead_code)]
 
 #[path = "broker.rs"]
@@ -75,10 +75,7 @@ pub const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The output record headers of the contract.
 pub const H_TASK: &str = "tidewater.task";
-pub const H_GEN: &str = "tidewater.gen";
-/// What the implementation writes for [`H_GEN`] so far (the contract says
-/// `tidewater.gen`): either name is accepted.
-pub const H_GEN_LONG: &str = "tidewater.generation";
+pub const H_GEN: &str = "tidewater.generation";
 pub const H_CHECKPOINT: &str = "tidewater.checkpoint";
 pub const H_FROM: &str = "tidewater.from";
 /// On a manifest: records in the snapshot, manifest included.
@@ -766,7 +763,7 @@ fn tag_and_records<M: Message>(m: &M) -> Result<(Tag, Option<u64>), String> {
     };
     let tag = Tag {
         task: get(H_TASK)?,
-        generation: get(H_GEN).or_else(|_| get(H_GEN_LONG))?,
+        generation: get(H_GEN)?,
         checkpoint: checkpoint
             .parse()
             .map_err(|_| format!("header {H_CHECKPOINT} = {checkpoint:?} is not a number"))?,
