@@ -179,7 +179,23 @@ impl Job {
 
     /// The dataflow as data: stages, parallelism, operators, edges (the status page).
     pub fn graph(&self) -> serde_json::Value {
-        self.plan.dataflow.graph()
+        let graph = self.plan.dataflow.graph();
+        if !self.is_kafka() {
+            return graph;
+        }
+        // One stage: each partition task runs every operator on one member thread.
+        let operators: Vec<serde_json::Value> = graph["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|st| st["operators"].as_array().cloned().unwrap_or_default())
+            .collect();
+        serde_json::json!({ "stages": [{
+            "name": format!("partition tasks of {}", self.plan.source_table.options.table()),
+            "parallelism": self.plan.parallelism,
+            "operators": operators,
+            "input": null,
+        }]})
     }
 
     /// The dataflow in Graphviz's dot language (`tidewater explain --format dot`).
