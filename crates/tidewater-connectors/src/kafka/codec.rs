@@ -20,12 +20,71 @@ use tidewater_core::{Error, Result};
 use super::options::{KafkaSourceOptions, RecordFormat};
 use crate::format::{Chunk, ChunkDecoder, Format, stringify_timestamps};
 
-/// A message as a task buffers it.
-#[derive(Debug, Clone)]
-pub(crate) struct RawMessage {
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+/// Byte strings (or absent ones) stored back to back: one growing buffer instead of an
+/// allocation per message.
+#[derive(Debug, Default)]
+struct Slab {
+    bytes: Vec<u8>,
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl Slab {
+    fn push(&mut self, b: Option<&[u8]>) {
+        self.spans.push(b.map(|b| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(b);
+            (start, self.bytes.len())
+        }));
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        let (a, b) = self.spans.get(i).copied().flatten()?;
+        self.bytes.get(a..b)
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
+}
+
+/// The messages a task has polled and not yet pushed through its chain.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    offsets: Vec<i64>,
+    keys: Slab,
+    values: Slab,
+}
+
+impl Pending {
+    pub(crate) fn push(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.offsets.push(offset);
+        self.keys.push(key);
+        self.values.push(value);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// The offset after the last message.
+    pub(crate) fn next_offset(&self) -> Option<i64> {
+        self.offsets.last().map(|o| o + 1)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.offsets.clear();
+        self.keys.clear();
+        self.values.clear();
+    }
+
+    fn column<'a>(&'a self, slab: &'a Slab) -> Vec<(i64, Option<&'a [u8]>)> {
+        self.offsets
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (*o, slab.get(i)))
+            .collect()
+    }
 }
 
 /// Maps the line positions of the chunk decoder to Kafka coordinates and remembers which
@@ -276,19 +335,13 @@ impl MessageDecoder {
     }
 
     /// The good messages as one batch (`None` when none was good).
-    pub(crate) fn decode(&self, messages: &[RawMessage]) -> Result<Option<RecordBatch>> {
-        let values: Vec<(i64, Option<&[u8]>)> = messages
-            .iter()
-            .map(|m| (m.offset, m.value.as_deref()))
-            .collect();
+    pub(crate) fn decode(&self, messages: &Pending) -> Result<Option<RecordBatch>> {
+        let values = messages.column(&messages.values);
         let (vbatch, vok) = self.value.decode(&values)?;
         let Some((key_part, sources)) = &self.key else {
             return Ok(vbatch);
         };
-        let keys: Vec<(i64, Option<&[u8]>)> = messages
-            .iter()
-            .map(|m| (m.offset, m.key.as_deref()))
-            .collect();
+        let keys = messages.column(&messages.keys);
         let dead_before = key_part
             .metrics
             .dead_letters
@@ -340,8 +393,29 @@ pub(crate) struct RecordEncoder {
     key: Option<(RecordFormat, Vec<usize>)>,
 }
 
-/// A message to produce.
-pub(crate) type Record = (Option<Vec<u8>>, Vec<u8>);
+/// The records of a batch: values (and keys) back to back in one buffer each.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    values: Slab,
+    keys: Option<Slab>,
+}
+
+impl Encoded {
+    /// Records.
+    pub(crate) fn len(&self) -> usize {
+        self.values.spans.len()
+    }
+
+    /// Each record's key and value.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, &[u8])> {
+        (0..self.len()).map(|i| {
+            (
+                self.keys.as_ref().and_then(|k| k.get(i)),
+                self.values.get(i).unwrap_or_default(),
+            )
+        })
+    }
+}
 
 impl RecordEncoder {
     pub(crate) fn new(value: RecordFormat, key: Option<(RecordFormat, Vec<usize>)>) -> Self {
@@ -349,17 +423,14 @@ impl RecordEncoder {
     }
 
     /// One record per row.
-    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Vec<Record>> {
+    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Encoded> {
         let batch = timestamps_as_text(batch)?;
         let values = encode_rows(&self.value, &batch)?;
         let keys = match &self.key {
-            Some((format, cols)) => encode_rows(format, &batch.project(cols)?)?
-                .into_iter()
-                .map(Some)
-                .collect(),
-            None => vec![None; values.len()],
+            Some((format, cols)) => Some(encode_rows(format, &batch.project(cols)?)?),
+            None => None,
         };
-        Ok(keys.into_iter().zip(values).collect())
+        Ok(Encoded { values, keys })
     }
 }
 
@@ -405,8 +476,9 @@ fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
-fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Slab> {
     let rows = batch.num_rows();
+    let mut out = Slab::default();
     match format {
         RecordFormat::Raw => {
             let col = batch
@@ -414,50 +486,42 @@ fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Vec<Vec<u8>
                 .as_any()
                 .downcast_ref::<StringArray>()
                 .ok_or_else(|| Error::runtime("'raw' format needs a STRING column"))?;
-            Ok((0..rows)
-                .map(|i| {
-                    if col.is_null(i) {
-                        Vec::new()
-                    } else {
-                        col.value(i).as_bytes().to_vec()
-                    }
-                })
-                .collect())
+            for v in col {
+                out.push(Some(v.unwrap_or_default().as_bytes()));
+            }
         }
         RecordFormat::Lines(Format::Json) => {
-            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+            let mut w = arrow::json::LineDelimitedWriter::new(Vec::with_capacity(rows * 96));
             w.write(batch)?;
             w.finish()?;
-            let bytes = w.into_inner();
-            let lines: Vec<Vec<u8>> = bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect();
-            if lines.len() != rows {
+            out.bytes = w.into_inner();
+            // JSON escapes newlines inside strings: every newline ends a record.
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &out.bytes) {
+                out.spans.push(Some((start, end)));
+                start = end + 1;
+            }
+            if out.spans.len() != rows {
                 return Err(Error::runtime(format!(
                     "JSON encoding made {} records of {rows} rows",
-                    lines.len()
+                    out.spans.len()
                 )));
             }
-            Ok(lines)
         }
-        RecordFormat::Lines(Format::Csv { delimiter, .. }) => (0..rows)
-            .map(|i| {
+        RecordFormat::Lines(Format::Csv { delimiter, .. }) => {
+            for i in 0..rows {
                 // Row by row: a quoted field may hold a newline.
                 let mut w = arrow::csv::WriterBuilder::new()
                     .with_header(false)
                     .with_delimiter(*delimiter)
                     .build(Vec::new());
                 w.write(&batch.slice(i, 1))?;
-                let mut v = w.into_inner();
-                if v.last() == Some(&b'\n') {
-                    v.pop();
-                }
-                Ok(v)
-            })
-            .collect(),
+                let v = w.into_inner();
+                out.push(Some(v.strip_suffix(b"\n").unwrap_or(&v)));
+            }
+        }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -502,12 +566,15 @@ mod tests {
         KafkaSourceOptions::parse(&TableOptions::new("events", o), &schema()).expect("options")
     }
 
-    fn msg(offset: i64, key: Option<&str>, value: Option<&[u8]>) -> RawMessage {
-        RawMessage {
-            offset,
-            key: key.map(|k| k.as_bytes().to_vec()),
-            value: value.map(<[u8]>::to_vec),
+    /// Offset, key, value.
+    type Msg<'a> = (i64, Option<&'a str>, Option<&'a [u8]>);
+
+    fn msgs(list: &[Msg<'_>]) -> Pending {
+        let mut p = Pending::default();
+        for (offset, key, value) in list {
+            p.push(*offset, key.map(str::as_bytes), *value);
         }
+        p
     }
 
     #[test]
@@ -523,13 +590,13 @@ mod tests {
             metrics.clone(),
         );
         let batch = d
-            .decode(&[
-                msg(10, None, Some(br#"{"key":"a","value":1}"#)),
-                msg(11, None, Some(b"not json")),
-                msg(12, None, None),
-                msg(13, None, Some(b"{\"key\":\"b\",\n\"value\":2}")),
-                msg(14, None, Some(br#"{"key":"c","value":"x"}"#)),
-            ])
+            .decode(&msgs(&[
+                (10, None, Some(br#"{"key":"a","value":1}"#)),
+                (11, None, Some(b"not json")),
+                (12, None, None),
+                (13, None, Some(b"{\"key\":\"b\",\n\"value\":2}")),
+                (14, None, Some(br#"{"key":"c","value":"x"}"#)),
+            ]))
             .expect("decode")
             .expect("rows");
         let values = batch
@@ -564,11 +631,11 @@ mod tests {
         ]);
         let d = MessageDecoder::new(&o, schema(), "t", 0, letters.clone(), Arc::default());
         let batch = d
-            .decode(&[
-                msg(0, Some("a"), Some(br#"{"value":1}"#)),
-                msg(1, Some("b"), Some(b"{oops")),
-                msg(2, Some("c"), Some(br#"{"value":3}"#)),
-            ])
+            .decode(&msgs(&[
+                (0, Some("a"), Some(br#"{"value":1}"#)),
+                (1, Some("b"), Some(b"{oops")),
+                (2, Some("c"), Some(br#"{"value":3}"#)),
+            ]))
             .expect("decode")
             .expect("rows");
         let keys = batch
@@ -604,10 +671,10 @@ mod tests {
         );
         let records = e.encode(&batch).expect("encode");
         assert_eq!(
-            records,
+            records.iter().collect::<Vec<_>>(),
             vec![(
-                Some(b"k1".to_vec()),
-                br#"{"key":"k1","window_end":"2023-11-14 22:13:30.000"}"#.to_vec()
+                Some(b"k1".as_slice()),
+                br#"{"key":"k1","window_end":"2023-11-14 22:13:30.000"}"#.as_slice()
             )]
         );
     }

@@ -82,9 +82,8 @@ impl KafkaSink {
 impl Operator for KafkaSink {
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
         let records = self.target.encoder.encode(&batch)?;
-        for (key, value) in &records {
-            self.target
-                .send(&self.producer, (key.as_deref(), value), None, ())?;
+        for record in records.iter() {
+            self.target.send(&self.producer, record, None, ())?;
         }
         self.producer.poll(Duration::ZERO);
         JobMetrics::add(&self.metrics.records_out, records.len() as u64);

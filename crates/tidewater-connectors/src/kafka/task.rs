@@ -18,7 +18,7 @@ use super::changelog::{
     H_CHECKPOINT, H_FROM, H_GEN, H_TASK, changelog_topic, from_header, read_snapshot,
     snapshot_records,
 };
-use super::codec::{MessageDecoder, RawMessage, RecordEncoder};
+use super::codec::{MessageDecoder, Pending, RecordEncoder};
 use super::options::{KafkaSinkOptions, Partitioner};
 use super::tasks::Shared;
 
@@ -249,7 +249,7 @@ pub(crate) struct Task {
     epoch: u64,
     from: Option<(String, u64)>,
     /// Messages polled but not yet pushed through the chain.
-    pub(crate) pending: Vec<RawMessage>,
+    pub(crate) pending: Pending,
     /// Offset after the last message processed, once one was.
     next_offset: Option<i64>,
     metrics: Arc<JobMetrics>,
@@ -348,7 +348,7 @@ impl Task {
             generation: new_generation(),
             epoch: mark.as_ref().map_or(0, |m| m.n),
             from: mark.as_ref().map(|m| (m.generation.clone(), m.n)),
-            pending: Vec::new(),
+            pending: Pending::default(),
             next_offset: None,
             metrics: job.metrics.clone(),
         };
@@ -371,9 +371,11 @@ impl Task {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let messages = std::mem::take(&mut self.pending);
-        let next = messages.last().map(|m| m.offset + 1);
-        if let Some(batch) = self.decoder.decode(&messages)? {
+        let next = self.pending.next_offset();
+        let decoded = self.decoder.decode(&self.pending);
+        // The buffers are kept (cleared) for the next messages.
+        self.pending.clear();
+        if let Some(batch) = decoded? {
             let outputs = self.chain.push_batch(batch)?;
             self.produce(&outputs)?;
         }
@@ -410,13 +412,8 @@ impl Task {
         };
         for b in outputs {
             let records = target.encoder.encode(b)?;
-            for (key, value) in &records {
-                target.send(
-                    &self.producer,
-                    (key.as_deref(), value),
-                    Some(headers.clone()),
-                    0,
-                )?;
+            for record in records.iter() {
+                target.send(&self.producer, record, Some(headers.clone()), 0)?;
             }
             JobMetrics::add(&self.metrics.records_out, records.len() as u64);
         }

@@ -35,7 +35,6 @@ use tidewater_runtime::Chain;
 
 use super::block_on;
 use super::changelog::changelog_topic;
-use super::codec::RawMessage;
 use super::options::{KafkaSinkOptions, KafkaSourceOptions, StartupMode, Topics};
 use super::task::{CheckpointError, TXN_TIMEOUT, Task};
 
@@ -531,11 +530,18 @@ impl Member {
     }
 
     /// Adds a polled message to its task's pending messages (or drops it when the
-    /// partition has no open task: it is read again once the task opens).
-    fn buffer(&self, key: Key, message: RawMessage) -> bool {
-        match lock(&self.tasks).get_mut(&key) {
-            Some(t) => {
-                t.pending.push(message);
+    /// partition has no open task: it is read again once the task opens). Copies the
+    /// bytes into the task's buffers: no allocation per message.
+    fn buffer(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+        let (topic, partition) = (m.topic(), m.partition());
+        let mut tasks = lock(&self.tasks);
+        // A member has a handful of tasks: a scan beats building an owned key.
+        match tasks
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+        {
+            Some((_, t)) => {
+                t.pending.push(m.offset(), m.key(), m.payload());
                 true
             }
             None => false,
@@ -690,14 +696,7 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
         }
         let idle = match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
-                let key = (m.topic().to_string(), m.partition());
-                let raw = RawMessage {
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                };
-                drop(m);
-                if consumer.context().buffer(key, raw) {
+                if consumer.context().buffer(&m) {
                     buffered += 1;
                 }
                 false
