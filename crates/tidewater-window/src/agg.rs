@@ -331,6 +331,15 @@ impl OutColumn {
         }
     }
 
+    /// An empty column for `spec` with room for `n` values.
+    pub(crate) fn with_capacity(spec: &AggSpec, n: usize) -> Self {
+        match spec.empty() {
+            Acc::SumF { .. } | Acc::ExtF(_) => OutColumn::Float(Float64Builder::with_capacity(n)),
+            Acc::ExtS(_) => OutColumn::Str(StringBuilder::with_capacity(n, n * 8)),
+            _ => OutColumn::Int(Int64Builder::with_capacity(n)),
+        }
+    }
+
     /// Appends the final value of `acc`.
     pub(crate) fn append(&mut self, kind: AggKind, acc: &Acc) {
         match (self, acc) {

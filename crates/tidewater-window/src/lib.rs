@@ -19,6 +19,7 @@
 
 pub mod agg;
 pub mod keys;
+mod parts;
 pub mod session;
 pub mod sliced;
 pub mod spec;

@@ -6,8 +6,17 @@
 //! `end - 1` of a window, the partials of its slices are merged per key and emitted;
 //! slices that no later window covers are freed at once, so state is
 //! O(keys × slices per window), never O(events).
+//!
+//! A slice holds its keys' partials column-wise (one vector per aggregate, indexed by
+//! the key's position in the slice). Window results come from one running result per
+//! key, also column-wise (indexed by key id): firing the next hop window merges the
+//! slices that entered it and retracts the ones that left, so a result costs O(1) per
+//! key, not O(slices per window), for invertible aggregates (counts, integer sums,
+//! distinct counts). Float sums, MIN and MAX cannot retract: each of their windows
+//! re-merges its slices.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use arrow::array::Array;
@@ -18,64 +27,110 @@ use tidewater_core::time::floor_div;
 use tidewater_core::{Error, Result, Watermark};
 use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateSize, StateWriter};
 
-use crate::agg::{Acc, AggSpec, OutColumn, result_batch};
+use crate::agg::{Acc, OutColumn, result_batch};
 use crate::keys::KeyTable;
+use crate::parts::Parts;
 use crate::state::{self, StateBuilder};
 use crate::{BatchView, WindowInput, WindowSpec, describe_aggs};
 
-/// Per key: its slices that hold data, ordered by slice index, and a running window
-/// accumulator.
+/// Hashes key ids (dense small integers) by one multiplication.
 #[derive(Debug, Default)]
-struct KeyState {
-    /// (slice index, arena slot of its partials).
-    slices: VecDeque<(i64, u32)>,
-    /// First and last slice index in `slices` (`i64::MAX`/`MIN` when empty), kept here
-    /// so that a window can skip a key without touching its deque.
-    front: i64,
-    back: i64,
-    /// The running result (in `runs`) is the merge of every partial in `slices` with
-    /// index `<= run_hi` (when `run_valid`).
-    run_hi: i64,
-    run_valid: bool,
-    live: bool,
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, x: u32) {
+        self.0 = u64::from(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
-impl KeyState {
-    fn sync_ends(&mut self) {
-        self.front = self.slices.front().map_or(i64::MAX, |(s, _)| *s);
-        self.back = self.slices.back().map_or(i64::MIN, |(s, _)| *s);
+/// Key id → position in a slice.
+type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
+
+/// The partials of one slice: the keys that have data in it, in arrival order, and per
+/// aggregate their partials at the same positions.
+#[derive(Debug)]
+struct Slice {
+    keys: Vec<u32>,
+    pos: IdMap,
+    parts: Vec<Parts>,
+}
+
+impl Slice {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.pos.clear();
+        for p in &mut self.parts {
+            p.clear();
+        }
     }
 }
 
 /// The sliced window operator (see the module docs).
-///
-/// Window results come from a running accumulator per key: firing the next window adds
-/// the slices that entered it, and freeing a slice retracts it (counts, integer sums and
-/// distinct counts retract exactly). Aggregates that cannot retract (float sums, MIN,
-/// MAX) re-merge the key's slices when a slice has left since the last result. So the
-/// cost of a result does not grow with size/slide for invertible aggregates.
 #[derive(Debug)]
 pub struct SlicedWindowOperator {
     spec: WindowSpec,
     width: i64,
     input: WindowInput,
     schema: SchemaRef,
-    keys: KeyTable,
-    states: Vec<KeyState>,
-    /// Ids of keys that hold state, in no particular order.
-    live: Vec<u32>,
-    /// Number of key partials per slice index.
-    slice_counts: BTreeMap<i64, usize>,
+    /// Boxed: the operator is moved around by value and is large enough.
+    keys: Box<KeyTable>,
+    /// Slices that hold data: slice index → index in `pool`.
+    slices: BTreeMap<i64, usize>,
+    /// Slice storage, reused through `free_slices`.
+    pool: Vec<Slice>,
+    free_slices: Vec<usize>,
+    /// Per key id: how many slices hold the key (0: the id is not live).
+    key_slices: Vec<u32>,
+    /// Per key id: the newest slice it was seen in and its position there, so that an
+    /// event in a key's current slice needs no lookup in the slice's map.
+    recent: Vec<(i64, u32)>,
+    /// Number of live keys.
+    live: usize,
+    /// Running results, one column per aggregate indexed by key id: the merge of the
+    /// key's partials of slices `run_range`.
+    run: Vec<Parts>,
+    /// The slices merged into `run`, `None` when `run` holds nothing.
+    run_range: Option<(i64, i64)>,
+    /// Per key id: how many slices in `run_range` hold the key.
+    run_count: Vec<u32>,
+    /// Keys with a non-zero `run_count`: the keys of the current window, and each key
+    /// id's position in this list.
+    members: Vec<u32>,
+    member_at: Vec<u32>,
     invertible: bool,
-    /// Slice partials of all keys, allocated in arrival order: the partials a window
-    /// merges lie close together.
-    arena: Arena,
-    /// Running results, `aggs.len()` per key id.
-    runs: Vec<Acc>,
+    /// Per-batch scratch: (row, pool slot, position) of each event, and (row, key id)
+    /// of events whose slice is merged into the running results.
+    hits: Vec<(u32, u32, u32)>,
+    run_hits: Vec<(u32, u32)>,
     watermark: Watermark,
     /// Every window ending at or before this has fired.
     fired_end: i64,
     metrics: Arc<JobMetrics>,
+}
+
+const NOT_MEMBER: u32 = u32::MAX;
+
+/// What the events of one slice are, given the watermark.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SliceClass {
+    /// In some open window.
+    Open,
+    /// Their last window has fired.
+    Late,
+    /// In no window (hop with size < slide).
+    NoWindow,
+    /// Windows beyond the representable range.
+    Absurd,
 }
 
 impl SlicedWindowOperator {
@@ -90,15 +145,23 @@ impl SlicedWindowOperator {
             spec,
             width,
             schema: input.output_schema(),
-            keys: KeyTable::new(&input.key_fields)?,
+            keys: Box::new(KeyTable::new(&input.key_fields)?),
             metrics: input.metrics.clone(),
+            run: input.aggs.iter().map(Parts::new).collect(),
             input,
-            states: Vec::new(),
-            live: Vec::new(),
-            slice_counts: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            pool: Vec::new(),
+            free_slices: Vec::new(),
+            key_slices: Vec::new(),
+            recent: Vec::new(),
+            live: 0,
+            run_range: None,
+            run_count: Vec::new(),
+            members: Vec::new(),
+            member_at: Vec::new(),
             invertible,
-            arena: Arena::default(),
-            runs: Vec::new(),
+            hits: Vec::new(),
+            run_hits: Vec::new(),
             watermark: Watermark::MIN,
             fired_end: i64::MIN,
         })
@@ -111,7 +174,7 @@ impl SlicedWindowOperator {
 
     /// Number of slices with state.
     pub fn live_slices(&self) -> usize {
-        self.slice_counts.len()
+        self.slices.len()
     }
 
     /// The end of the first window that contains slice `s`.
@@ -126,47 +189,184 @@ impl SlicedWindowOperator {
         offset.saturating_add(k.saturating_mul(step))
     }
 
-    /// The arena slot of key `id`'s partials of slice `s`, creating key state and the
-    /// slice as needed.
-    fn slot_of(&mut self, id: usize, s: i64) -> u32 {
-        let aggs = &self.input.aggs;
-        let n = aggs.len();
-        if id >= self.states.len() {
-            self.states.resize_with(id + 1, KeyState::default);
-            while self.runs.len() < (id + 1) * n {
-                self.runs.extend(aggs.iter().map(AggSpec::empty));
-            }
+    fn classify(&self, s: i64) -> SliceClass {
+        let slice_start = s.saturating_mul(self.width);
+        match self.spec.last_end_containing(slice_start) {
+            None => SliceClass::Absurd,
+            Some(last_end) if last_end <= slice_start => SliceClass::NoWindow,
+            Some(last_end) if last_end.saturating_sub(1) <= self.watermark.0 => SliceClass::Late,
+            Some(_) => SliceClass::Open,
         }
-        let st = &mut self.states[id];
-        if !st.live {
-            *st = KeyState {
-                slices: VecDeque::new(),
-                front: i64::MAX,
-                back: i64::MIN,
-                run_hi: i64::MIN,
-                run_valid: false,
-                live: true,
-            };
-            self.live.push(id as u32);
-        }
-        // Events arrive nearly in order: look for the slice from the back.
-        let pos = st.slices.iter().rposition(|(x, _)| *x <= s);
-        match pos {
-            Some(p) if st.slices[p].0 == s => st.slices[p].1,
-            _ => {
-                let at = pos.map_or(0, |p| p + 1);
-                let slot = self.arena.alloc(aggs);
-                st.slices.insert(at, (s, slot));
-                st.sync_ends();
-                *self.slice_counts.entry(s).or_default() += 1;
-                slot
+    }
+
+    /// Makes room for key id `id` in the per-key vectors.
+    fn ensure_key(&mut self, id: usize) {
+        if id >= self.key_slices.len() {
+            let n = id + 1;
+            self.key_slices.resize(n, 0);
+            self.recent.resize(n, (i64::MIN, 0));
+            self.run_count.resize(n, 0);
+            self.member_at.resize(n, NOT_MEMBER);
+            for (p, spec) in self.run.iter_mut().zip(&self.input.aggs) {
+                while p.len() < n {
+                    p.push_empty(spec);
+                }
             }
         }
     }
 
+    /// The pool index of slice `s`, created empty if it holds no data yet.
+    fn slice_slot(&mut self, s: i64) -> usize {
+        if let Some(&slot) = self.slices.get(&s) {
+            return slot;
+        }
+        let slot = match self.free_slices.pop() {
+            Some(slot) => slot,
+            None => {
+                self.pool.push(Slice {
+                    keys: Vec::new(),
+                    pos: IdMap::default(),
+                    parts: self.input.aggs.iter().map(Parts::new).collect(),
+                });
+                self.pool.len() - 1
+            }
+        };
+        self.slices.insert(s, slot);
+        slot
+    }
+
+    /// The position of key `id` in slice `s` (at pool index `slot`), adding it empty if
+    /// new. The key's id must have room ([`Self::ensure_key`]).
+    #[inline]
+    fn entry(&mut self, id: u32, s: i64, slot: usize) -> u32 {
+        let i = id as usize;
+        let slice = &mut self.pool[slot];
+        let (rs, rp) = self.recent[i];
+        if rs == s && slice.keys.get(rp as usize) == Some(&id) {
+            return rp;
+        }
+        if let Some(&p) = slice.pos.get(&id) {
+            if s > rs {
+                self.recent[i] = (s, p);
+            }
+            return p;
+        }
+        let p = slice.keys.len() as u32;
+        slice.keys.push(id);
+        slice.pos.insert(id, p);
+        for (part, spec) in slice.parts.iter_mut().zip(&self.input.aggs) {
+            part.push_empty(spec);
+        }
+        if s >= rs {
+            self.recent[i] = (s, p);
+        }
+        if self.key_slices[i] == 0 {
+            self.live += 1;
+        }
+        self.key_slices[i] += 1;
+        if matches!(self.run_range, Some((a, b)) if a <= s && s <= b) {
+            self.count_in_run(id);
+        }
+        p
+    }
+
+    /// One more slice of the running range holds key `id`.
+    #[inline]
+    fn count_in_run(&mut self, id: u32) {
+        let i = id as usize;
+        if self.run_count[i] == 0 {
+            self.member_at[i] = self.members.len() as u32;
+            self.members.push(id);
+        }
+        self.run_count[i] += 1;
+    }
+
+    /// One slice fewer of the running range holds key `id`.
+    #[inline]
+    fn uncount_in_run(&mut self, id: u32) {
+        let i = id as usize;
+        self.run_count[i] -= 1;
+        if self.run_count[i] == 0 {
+            let at = self.member_at[i] as usize;
+            self.members.swap_remove(at);
+            if let Some(&moved) = self.members.get(at) {
+                self.member_at[moved as usize] = at as u32;
+            }
+            self.member_at[i] = NOT_MEMBER;
+        }
+    }
+
+    /// Empties the running results.
+    fn reset_run(&mut self) {
+        for &id in &self.members {
+            let i = id as usize;
+            for (p, spec) in self.run.iter_mut().zip(&self.input.aggs) {
+                p.reset(i, spec);
+            }
+            self.run_count[i] = 0;
+            self.member_at[i] = NOT_MEMBER;
+        }
+        self.members.clear();
+        self.run_range = None;
+    }
+
+    /// Merges slice `slot` into the running results.
+    fn add_to_run(&mut self, slot: usize) {
+        let slice = &self.pool[slot];
+        for ((dst, src), spec) in self.run.iter_mut().zip(&slice.parts).zip(&self.input.aggs) {
+            for (pos, &id) in slice.keys.iter().enumerate() {
+                dst.merge(id as usize, spec.kind, src, pos);
+            }
+        }
+        for k in 0..self.pool[slot].keys.len() {
+            let id = self.pool[slot].keys[k];
+            self.count_in_run(id);
+        }
+    }
+
+    /// Retracts slice `slot` from the running results (invertible aggregates only).
+    fn retract_from_run(&mut self, slot: usize) {
+        let slice = &self.pool[slot];
+        for (dst, src) in self.run.iter_mut().zip(&slice.parts) {
+            for (pos, &id) in slice.keys.iter().enumerate() {
+                dst.retract(id as usize, src, pos);
+            }
+        }
+        for k in 0..self.pool[slot].keys.len() {
+            let id = self.pool[slot].keys[k];
+            self.uncount_in_run(id);
+        }
+    }
+
+    /// Brings the running results to slices `lo..=hi`.
+    fn run_to(&mut self, lo: i64, hi: i64) {
+        let (from_lo, add_from) = match self.run_range {
+            Some((a, b)) if self.invertible && a <= lo && lo <= b.saturating_add(1) && b <= hi => {
+                (a, b.saturating_add(1))
+            }
+            _ => {
+                self.reset_run();
+                (lo, lo)
+            }
+        };
+        if from_lo < lo {
+            let gone: Vec<usize> = self.slices.range(from_lo..lo).map(|(_, &v)| v).collect();
+            for slot in gone {
+                self.retract_from_run(slot);
+            }
+        }
+        if add_from <= hi {
+            let new: Vec<usize> = self.slices.range(add_from..=hi).map(|(_, &v)| v).collect();
+            for slot in new {
+                self.add_to_run(slot);
+            }
+        }
+        self.run_range = Some((lo, hi));
+    }
+
     fn fire_until(&mut self, wm: Watermark, out: &mut Output) -> Result<()> {
         let step = self.spec.end_step();
-        while let Some((&min_slice, _)) = self.slice_counts.first_key_value() {
+        while let Some((&min_slice, _)) = self.slices.first_key_value() {
             let mut end = self.first_end_containing(min_slice);
             if self.fired_end != i64::MIN {
                 end = end.max(self.fired_end.saturating_add(step));
@@ -180,8 +380,8 @@ impl SlicedWindowOperator {
         Ok(())
     }
 
-    /// Emits the window ending at `end` and frees what the next window does not need,
-    /// in one pass over the live keys.
+    /// Emits the window ending at `end` and frees the slices the next window does not
+    /// need.
     fn fire_window(&mut self, end: i64, out: &mut Output) -> Result<()> {
         let start = self.spec.start_of(end);
         let lo = floor_div(start, self.width);
@@ -190,63 +390,20 @@ impl SlicedWindowOperator {
             self.spec.start_of(end.saturating_add(self.spec.end_step())),
             self.width,
         );
-        self.slice_counts = self.slice_counts.split_off(&next_lo);
-        let aggs = &self.input.aggs;
-        let mut cols: Vec<OutColumn> = aggs.iter().map(OutColumn::for_spec).collect();
-        let mut ids = Vec::new();
-        let mut emptied = Vec::new();
-        let mut i = 0;
-        while i < self.live.len() {
-            let id = self.live[i];
-            let st = &mut self.states[id as usize];
-            let n = aggs.len();
-            let run = &mut self.runs[id as usize * n..(id as usize + 1) * n];
-            pop_before(st, run, lo, self.invertible, &mut self.arena);
-            // Partials before the window are gone: the key is in the window iff its
-            // first partial is not after it.
-            if st.front <= hi {
-                if !st.run_valid {
-                    for (acc, spec) in run.iter_mut().zip(aggs) {
-                        *acc = spec.empty();
-                    }
-                    st.run_hi = i64::MIN;
-                    st.run_valid = true;
+        self.run_to(lo, hi);
+        if !self.members.is_empty() {
+            let aggs = &self.input.aggs;
+            let n = self.members.len();
+            let mut cols: Vec<OutColumn> = aggs
+                .iter()
+                .map(|a| OutColumn::with_capacity(a, n))
+                .collect();
+            for ((col, part), spec) in cols.iter_mut().zip(&self.run).zip(aggs) {
+                for &id in &self.members {
+                    part.append(id as usize, spec.kind, col);
                 }
-                // Only partials after `run_hi` are new; they sit at the back of the deque.
-                let news = if st.back > st.run_hi {
-                    st.slices.len()
-                } else {
-                    0
-                };
-                for (s, slot) in st.slices.iter().rev().take(news) {
-                    if *s <= st.run_hi {
-                        break;
-                    }
-                    if *s <= hi {
-                        let part = self.arena.get(*slot, n);
-                        for ((acc, p), spec) in run.iter_mut().zip(part).zip(aggs) {
-                            acc.merge(spec.kind, p);
-                        }
-                    }
-                }
-                st.run_hi = hi;
-                for ((col, acc), spec) in cols.iter_mut().zip(run.iter()).zip(aggs) {
-                    col.append(spec.kind, acc);
-                }
-                ids.push(id);
             }
-            pop_before(st, run, next_lo, self.invertible, &mut self.arena);
-            if st.slices.is_empty() {
-                st.live = false;
-                emptied.push(id);
-                self.live.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        if !ids.is_empty() {
-            let n = ids.len();
-            let keys = self.keys.columns(&ids)?;
+            let keys = self.keys.columns(&self.members)?;
             out.emit(result_batch(
                 &self.schema,
                 vec![start; n],
@@ -256,73 +413,42 @@ impl SlicedWindowOperator {
                 aggs,
             )?);
         }
-        // Released only now: the key columns above still needed their rows.
-        for id in emptied {
-            self.keys.release(id);
+        if !self.invertible {
+            self.reset_run();
+        }
+        // Free the slices before the next window, retracting those merged.
+        let keep = self.slices.split_off(&next_lo);
+        let gone = std::mem::replace(&mut self.slices, keep);
+        for (s, slot) in gone {
+            if matches!(self.run_range, Some((a, b)) if a <= s && s <= b) {
+                self.retract_from_run(slot);
+            }
+            for k in 0..self.pool[slot].keys.len() {
+                let id = self.pool[slot].keys[k] as usize;
+                self.key_slices[id] -= 1;
+                if self.key_slices[id] == 0 {
+                    self.live -= 1;
+                    self.recent[id] = (i64::MIN, 0);
+                    self.keys.release(id as u32);
+                }
+            }
+            self.pool[slot].clear();
+            self.free_slices.push(slot);
+        }
+        if let Some((a, b)) = self.run_range {
+            let a = a.max(next_lo);
+            if a > b {
+                self.reset_run();
+            } else {
+                self.run_range = Some((a, b));
+            }
         }
         Ok(())
     }
-}
 
-/// Drops a key's partials of slices `< bound`, retracting them from its running result
-/// `run` (or marking it for a re-merge when the aggregates cannot retract), and returns
-/// their slots to the arena.
-fn pop_before(st: &mut KeyState, run: &mut [Acc], bound: i64, invertible: bool, arena: &mut Arena) {
-    let n = run.len();
-    if st.front >= bound {
-        return;
-    }
-    while let Some((s, slot)) = st.slices.pop_front_if(|(s, _)| *s < bound) {
-        if s <= st.run_hi && st.run_valid {
-            if invertible {
-                for (acc, p) in run.iter_mut().zip(arena.get(slot, n)) {
-                    acc.retract(p);
-                }
-            } else {
-                st.run_valid = false;
-            }
-        }
-        arena.release(slot);
-    }
-    st.sync_ends();
-    if st.front > st.run_hi {
-        // Nothing merged is left: the running result is empty again.
-        st.run_valid = false;
-    }
-}
-
-/// Fixed-width groups of partials (`aggs.len()` each) with a free list.
-#[derive(Debug, Default)]
-struct Arena {
-    accs: Vec<Acc>,
-    free: Vec<u32>,
-    slots: u32,
-}
-
-impl Arena {
-    /// A slot of empty partials.
-    fn alloc(&mut self, aggs: &[AggSpec]) -> u32 {
-        if let Some(slot) = self.free.pop() {
-            for (acc, spec) in self.get_mut(slot, aggs.len()).iter_mut().zip(aggs) {
-                *acc = spec.empty();
-            }
-            return slot;
-        }
-        self.accs.extend(aggs.iter().map(AggSpec::empty));
-        self.slots += 1;
-        self.slots - 1
-    }
-
-    fn get(&self, slot: u32, n: usize) -> &[Acc] {
-        &self.accs[slot as usize * n..(slot as usize + 1) * n]
-    }
-
-    fn get_mut(&mut self, slot: u32, n: usize) -> &mut [Acc] {
-        &mut self.accs[slot as usize * n..(slot as usize + 1) * n]
-    }
-
-    fn release(&mut self, slot: u32) {
-        self.free.push(slot);
+    /// Partial entries held, over all slices.
+    fn entries(&self) -> usize {
+        self.slices.values().map(|&s| self.pool[s].keys.len()).sum()
     }
 }
 
@@ -330,43 +456,66 @@ impl Operator for SlicedWindowOperator {
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
         let BatchView { rows, ts, args } = self.input.view(&self.keys, &batch)?;
         let (mut late, mut no_time) = (0u64, 0u64);
+        let mut hits = std::mem::take(&mut self.hits);
+        let mut run_hits = std::mem::take(&mut self.run_hits);
+        hits.clear();
+        run_hits.clear();
+        // The slice of the previous row: index, class, pool index, merged into `run`.
+        let mut cur: (i64, SliceClass, usize, bool) = (i64::MIN, SliceClass::Absurd, 0, false);
         for row in 0..batch.num_rows() {
             if ts.is_null(row) {
                 no_time += 1;
                 continue;
             }
             let s = floor_div(ts.value(row), self.width);
-            let slice_start = s.saturating_mul(self.width);
-            let Some(last_end) = self.spec.last_end_containing(slice_start) else {
-                // An absurd event time (windows beyond the representable range).
-                no_time += 1;
-                continue;
-            };
-            if last_end <= slice_start {
-                // Between two hop windows (size < slide): in no window at all.
-                continue;
+            if s != cur.0 || cur.0 == i64::MIN {
+                let class = self.classify(s);
+                let slot = if class == SliceClass::Open {
+                    self.slice_slot(s)
+                } else {
+                    0
+                };
+                let in_run = matches!(self.run_range, Some((a, b)) if a <= s && s <= b);
+                cur = (s, class, slot, in_run);
             }
-            if last_end.saturating_sub(1) <= self.watermark.0 {
-                late += 1;
-                continue;
-            }
-            let id = self.keys.intern(KeyTable::key_of(&rows, row)) as usize;
-            let slot = self.slot_of(id, s);
-            let aggs = &self.input.aggs;
-            let n = aggs.len();
-            let st = &self.states[id];
-            for ((acc, spec), arg) in self.arena.get_mut(slot, n).iter_mut().zip(aggs).zip(&args) {
-                acc.update(spec.kind, arg, row);
-            }
-            // A slice that earlier results already merged (some of its windows fired,
-            // later ones are open): keep the running result in step with it.
-            if st.run_valid && s <= st.run_hi {
-                let run = &mut self.runs[id * n..(id + 1) * n];
-                for ((acc, spec), arg) in run.iter_mut().zip(aggs).zip(&args) {
-                    acc.update(spec.kind, arg, row);
+            match cur.1 {
+                SliceClass::Open => {}
+                SliceClass::Late => {
+                    late += 1;
+                    continue;
+                }
+                SliceClass::NoWindow => continue,
+                SliceClass::Absurd => {
+                    no_time += 1;
+                    continue;
                 }
             }
+            let id = self.keys.intern(KeyTable::key_of(&rows, row));
+            self.ensure_key(id as usize);
+            let pos = self.entry(id, s, cur.2);
+            hits.push((row as u32, cur.2 as u32, pos));
+            // A slice that earlier results already merged (some of its windows fired,
+            // later ones are open): keep the running result in step with it.
+            if cur.3 {
+                run_hits.push((row as u32, id));
+            }
         }
+        for (j, spec) in self.input.aggs.iter().enumerate() {
+            let arg = &args[j];
+            for &(row, slot, pos) in &hits {
+                self.pool[slot as usize].parts[j].update(
+                    pos as usize,
+                    spec.kind,
+                    arg,
+                    row as usize,
+                );
+            }
+            for &(row, id) in &run_hits {
+                self.run[j].update(id as usize, spec.kind, arg, row as usize);
+            }
+        }
+        self.hits = hits;
+        self.run_hits = run_hits;
         JobMetrics::add(&self.metrics.late_events, late);
         JobMetrics::add(&self.metrics.dead_letters, no_time);
         Ok(())
@@ -392,25 +541,31 @@ impl Operator for SlicedWindowOperator {
     }
 
     fn state_size(&self) -> Option<StateSize> {
-        let slots = (self.arena.slots as usize).saturating_sub(self.arena.free.len());
-        let partials = slots * self.input.aggs.len() * std::mem::size_of::<Acc>();
-        let per_key =
-            std::mem::size_of::<KeyState>() + self.input.aggs.len() * std::mem::size_of::<Acc>();
+        let entries = self.entries();
+        let per_entry: usize = 8 + self
+            .pool
+            .first()
+            .map_or(0, |s| s.parts.iter().map(Parts::entry_bytes).sum::<usize>());
+        let per_key = 24 + self.run.iter().map(Parts::entry_bytes).sum::<usize>();
         Some(StateSize {
-            keys: self.live.len() as u64,
-            slices: slots as u64,
-            bytes: (partials + self.keys.bytes() + self.live.len() * per_key) as u64,
+            keys: self.live as u64,
+            slices: entries as u64,
+            bytes: (entries * per_entry + self.keys.bytes() + self.key_slices.len() * per_key)
+                as u64,
         })
     }
 
     /// State: every key's slice partials (keyed) and the clock. Running results are
-    /// not stored; a restored key re-merges its slices at its next result.
+    /// not stored; after a restore the first window re-merges its slices.
     fn on_barrier(&mut self, _barrier: &Barrier, state: &mut StateWriter) -> Result<()> {
-        let n = self.input.aggs.len();
         let mut b = StateBuilder::default();
-        for &id in &self.live {
-            for (s, slot) in &self.states[id as usize].slices {
-                b.push(id, *s, *s, self.arena.get(*slot, n));
+        let mut accs: Vec<Acc> = Vec::with_capacity(self.input.aggs.len());
+        for (&s, &slot) in &self.slices {
+            let slice = &self.pool[slot];
+            for (pos, &id) in slice.keys.iter().enumerate() {
+                accs.clear();
+                accs.extend(slice.parts.iter().map(|p| p.get(pos)));
+                b.push(id, s, s, &accs);
             }
         }
         state.write(b.finish(
@@ -428,10 +583,15 @@ impl Operator for SlicedWindowOperator {
             self.watermark = self.watermark.max(Watermark(wm));
             self.fired_end = self.fired_end.max(fired);
         }
+        self.reset_run();
         for row in state.rows {
-            let id = self.keys.intern(&row.key) as usize;
-            let slot = self.slot_of(id, row.a);
-            self.arena.get_mut(slot, n).clone_from_slice(&row.accs);
+            let id = self.keys.intern(&row.key);
+            self.ensure_key(id as usize);
+            let slot = self.slice_slot(row.a);
+            let pos = self.entry(id, row.a, slot) as usize;
+            for (part, acc) in self.pool[slot].parts.iter_mut().zip(row.accs) {
+                part.set(pos, acc);
+            }
         }
         Ok(())
     }
