@@ -1,108 +1,419 @@
-//! The key table: grouping keys interned as Arrow rows (any key types, compared as bytes)
-//! and mapped to dense ids, with ids recycled when a key has no state left.
+//! The key table: grouping keys mapped to dense ids, with ids recycled when a key has no
+//! state left.
+//!
+//! A single integer or string key column is hashed and stored as its values (one map
+//! probe per event, no conversion of the batch); any other key (several columns, other
+//! types) is interned as Arrow rows and compared as bytes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use arrow::array::ArrayRef;
-use arrow::datatypes::Field;
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Int64Type};
 use arrow::row::{RowConverter, Rows, SortField};
 use tidewater_core::Result;
+
+// aHash: the key map is probed once per event; SipHash costs twice as much.
+type Map<K> = HashMap<K, u32, ahash::RandomState>;
+
+/// How keys are held.
+#[derive(Debug)]
+enum Store {
+    /// One integer column (any width up to 64 bits), as i64.
+    Int {
+        ty: DataType,
+        ids: Map<i64>,
+        vals: Vec<Option<i64>>,
+    },
+    /// One UTF-8 string column.
+    Str {
+        ids: Map<Box<str>>,
+        vals: Vec<Option<Box<str>>>,
+    },
+    /// Anything else, as Arrow rows.
+    Rows {
+        converter: RowConverter,
+        ids: Map<Box<[u8]>>,
+        vals: Vec<Box<[u8]>>,
+    },
+}
 
 /// Interned grouping keys.
 #[derive(Debug)]
 pub struct KeyTable {
-    converter: RowConverter,
-    // aHash: the key map is probed once per event; SipHash costs twice as much.
-    ids: HashMap<Box<[u8]>, u32, ahash::RandomState>,
-    rows: Vec<Box<[u8]>>,
+    store: Store,
+    /// The id of the NULL key (single-column stores).
+    null_id: Option<u32>,
     free: Vec<u32>,
-    /// Bytes of the live keys' rows.
+    /// Live ids.
+    live: usize,
+    /// Bytes of the live keys' values.
     bytes: usize,
+}
+
+/// The keys of one batch, ready for [`KeyTable::key_of`].
+#[derive(Debug)]
+pub enum BatchKeys {
+    /// No key columns: every row has the empty key.
+    Empty,
+    /// One integer column, as i64.
+    Int(Int64Array),
+    /// One string column.
+    Str(StringArray),
+    /// Row-encoded keys.
+    Rows(Rows),
+}
+
+/// One key, borrowed from a batch or owned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRef<'a> {
+    /// NULL key of a single-column table.
+    Null,
+    /// Integer key.
+    Int(i64),
+    /// String key.
+    Str(&'a str),
+    /// Row-encoded key (the empty key when there are no key columns).
+    Bytes(&'a [u8]),
+}
+
+/// An owned key (restored from a checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedKey {
+    /// NULL key of a single-column table.
+    Null,
+    /// Integer key.
+    Int(i64),
+    /// String key.
+    Str(Box<str>),
+    /// Row-encoded key.
+    Bytes(Box<[u8]>),
+}
+
+impl OwnedKey {
+    /// Borrows it.
+    pub fn as_ref(&self) -> KeyRef<'_> {
+        match self {
+            OwnedKey::Null => KeyRef::Null,
+            OwnedKey::Int(v) => KeyRef::Int(*v),
+            OwnedKey::Str(s) => KeyRef::Str(s),
+            OwnedKey::Bytes(b) => KeyRef::Bytes(b),
+        }
+    }
+}
+
+impl From<KeyRef<'_>> for OwnedKey {
+    fn from(k: KeyRef<'_>) -> Self {
+        match k {
+            KeyRef::Null => OwnedKey::Null,
+            KeyRef::Int(v) => OwnedKey::Int(v),
+            KeyRef::Str(s) => OwnedKey::Str(s.into()),
+            KeyRef::Bytes(b) => OwnedKey::Bytes(b.into()),
+        }
+    }
+}
+
+fn is_int(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+    )
 }
 
 impl KeyTable {
     /// A table for keys with these fields.
     pub fn new(fields: &[Field]) -> Result<Self> {
-        let sort: Vec<SortField> = fields
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
+        let store = match fields {
+            [f] if is_int(f.data_type()) => Store::Int {
+                ty: f.data_type().clone(),
+                ids: Map::default(),
+                vals: Vec::new(),
+            },
+            [f] if f.data_type() == &DataType::Utf8 => Store::Str {
+                ids: Map::default(),
+                vals: Vec::new(),
+            },
+            _ => {
+                let sort: Vec<SortField> = fields
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect();
+                Store::Rows {
+                    converter: RowConverter::new(sort)?,
+                    ids: Map::default(),
+                    vals: Vec::new(),
+                }
+            }
+        };
         Ok(Self {
-            converter: RowConverter::new(sort)?,
-            ids: HashMap::default(),
-            rows: Vec::new(),
+            store,
+            null_id: None,
             free: Vec::new(),
+            live: 0,
             bytes: 0,
         })
     }
 
-    /// Converts a batch's key columns to rows. Without key columns (a global window
-    /// aggregate) there are no rows; use [`KeyTable::key_of`] to read them either way.
-    pub fn rows(&self, columns: &[ArrayRef]) -> Result<Rows> {
-        Ok(self.converter.convert_columns(columns)?)
+    /// The keys of a batch's key columns. Without key columns (a global window
+    /// aggregate) every row has the empty key.
+    pub fn rows(&self, columns: &[ArrayRef]) -> Result<BatchKeys> {
+        Ok(match &self.store {
+            Store::Int { .. } => BatchKeys::Int(
+                cast(&columns[0], &DataType::Int64)?
+                    .as_primitive::<Int64Type>()
+                    .clone(),
+            ),
+            Store::Str { .. } => BatchKeys::Str(columns[0].as_string::<i32>().clone()),
+            Store::Rows { .. } if columns.is_empty() => BatchKeys::Empty,
+            Store::Rows { converter, .. } => BatchKeys::Rows(converter.convert_columns(columns)?),
+        })
     }
 
-    /// The key of row `i`: its row bytes, or the empty key when there are no key columns.
+    /// The key of row `i`.
     #[inline]
-    pub fn key_of(rows: &Rows, i: usize) -> &[u8] {
-        if rows.num_rows() == 0 {
-            &[]
-        } else {
-            rows.row(i).data()
+    pub fn key_of(keys: &BatchKeys, i: usize) -> KeyRef<'_> {
+        match keys {
+            BatchKeys::Empty => KeyRef::Bytes(&[]),
+            BatchKeys::Int(a) if a.is_null(i) => KeyRef::Null,
+            BatchKeys::Int(a) => KeyRef::Int(a.value(i)),
+            BatchKeys::Str(a) if a.is_null(i) => KeyRef::Null,
+            BatchKeys::Str(a) => KeyRef::Str(a.value(i)),
+            BatchKeys::Rows(r) => KeyRef::Bytes(r.row(i).data()),
         }
     }
 
-    /// The id of `row`, interning it if new.
-    #[inline]
-    pub fn intern(&mut self, row: &[u8]) -> u32 {
-        if let Some(id) = self.ids.get(row) {
-            return *id;
+    /// A fresh id (recycled if possible) whose slot in `vals` is then set by the caller.
+    fn next_id<T: Default>(free: &mut Vec<u32>, vals: &mut Vec<T>) -> u32 {
+        match free.pop() {
+            Some(id) => id,
+            None => {
+                vals.push(T::default());
+                (vals.len() - 1) as u32
+            }
         }
-        let boxed: Box<[u8]> = row.into();
-        self.bytes += row.len();
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.rows[id as usize] = boxed.clone();
+    }
+
+    /// The id of `key`, interning it if new.
+    #[inline]
+    pub fn intern(&mut self, key: KeyRef<'_>) -> u32 {
+        if key == KeyRef::Null {
+            if let Some(id) = self.null_id {
+                return id;
+            }
+            let id = match &mut self.store {
+                Store::Int { vals, .. } => Self::next_id(&mut self.free, vals),
+                Store::Str { vals, .. } => Self::next_id(&mut self.free, vals),
+                Store::Rows { vals, .. } => Self::next_id(&mut self.free, vals),
+            };
+            self.null_id = Some(id);
+            self.live += 1;
+            return id;
+        }
+        match (&mut self.store, key) {
+            (Store::Int { ids, vals, .. }, KeyRef::Int(v)) => {
+                if let Some(id) = ids.get(&v) {
+                    return *id;
+                }
+                let id = Self::next_id(&mut self.free, vals);
+                vals[id as usize] = Some(v);
+                ids.insert(v, id);
+                self.bytes += 8;
+                self.live += 1;
                 id
             }
-            None => {
-                self.rows.push(boxed.clone());
-                (self.rows.len() - 1) as u32
+            (Store::Str { ids, vals }, KeyRef::Str(s)) => {
+                if let Some(id) = ids.get(s) {
+                    return *id;
+                }
+                let id = Self::next_id(&mut self.free, vals);
+                let boxed: Box<str> = s.into();
+                vals[id as usize] = Some(boxed.clone());
+                ids.insert(boxed, id);
+                self.bytes += s.len();
+                self.live += 1;
+                id
             }
-        };
-        self.ids.insert(boxed, id);
-        id
+            (Store::Rows { ids, vals, .. }, KeyRef::Bytes(b)) => {
+                if let Some(id) = ids.get(b) {
+                    return *id;
+                }
+                let id = Self::next_id(&mut self.free, vals);
+                let boxed: Box<[u8]> = b.into();
+                vals[id as usize] = boxed.clone();
+                ids.insert(boxed, id);
+                self.bytes += b.len();
+                self.live += 1;
+                id
+            }
+            // A key of another shape than the table's: cannot happen (keys come from
+            // `rows` or from state decoded with it); give it the NULL key's id rather
+            // than panic.
+            _ => self.intern(KeyRef::Null),
+        }
     }
 
     /// Forgets `id`; it may be handed out again.
     pub fn release(&mut self, id: u32) {
-        if let Some(row) = self.rows.get_mut(id as usize) {
-            let row = std::mem::take(row);
-            self.bytes -= row.len();
-            self.ids.remove(&row);
-            self.free.push(id);
+        if self.null_id == Some(id) {
+            self.null_id = None;
+        } else {
+            match &mut self.store {
+                Store::Int { ids, vals, .. } => {
+                    let Some(v) = vals.get_mut(id as usize).and_then(Option::take) else {
+                        return;
+                    };
+                    ids.remove(&v);
+                    self.bytes -= 8;
+                }
+                Store::Str { ids, vals } => {
+                    let Some(s) = vals.get_mut(id as usize).and_then(Option::take) else {
+                        return;
+                    };
+                    ids.remove(&s);
+                    self.bytes -= s.len();
+                }
+                Store::Rows { ids, vals, .. } => {
+                    let Some(row) = vals.get_mut(id as usize).map(std::mem::take) else {
+                        return;
+                    };
+                    if ids.remove(&row).is_none() {
+                        return;
+                    }
+                    self.bytes -= row.len();
+                }
+            }
         }
+        self.live -= 1;
+        self.free.push(id);
     }
 
     /// Number of live keys.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.live
     }
 
-    /// Approximate bytes held for the live keys (their rows, twice: map and list).
+    /// Approximate bytes held for the live keys (their values, twice: map and list).
     pub fn bytes(&self) -> usize {
-        self.bytes * 2 + self.ids.len() * 48
+        self.bytes * 2 + self.live * 48
     }
 
     /// True when no key is live.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.live == 0
     }
 
     /// The key columns for `ids`, in order.
     pub fn columns(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
-        let parser = self.converter.parser();
-        let rows = ids.iter().map(|id| parser.parse(&self.rows[*id as usize]));
-        Ok(self.converter.convert_rows(rows)?)
+        let null = self.null_id;
+        Ok(match &self.store {
+            Store::Int { ty, vals, .. } => {
+                let a: Int64Array = ids
+                    .iter()
+                    .map(|&id| {
+                        if Some(id) == null {
+                            None
+                        } else {
+                            vals[id as usize]
+                        }
+                    })
+                    .collect();
+                let a: ArrayRef = Arc::new(a);
+                vec![if ty == &DataType::Int64 {
+                    a
+                } else {
+                    cast(&a, ty)?
+                }]
+            }
+            Store::Str { vals, .. } => {
+                let a: StringArray = ids
+                    .iter()
+                    .map(|&id| {
+                        if Some(id) == null {
+                            None
+                        } else {
+                            vals[id as usize].as_deref()
+                        }
+                    })
+                    .collect();
+                vec![Arc::new(a)]
+            }
+            Store::Rows {
+                converter, vals, ..
+            } => {
+                let parser = converter.parser();
+                let rows = ids.iter().map(|id| parser.parse(&vals[*id as usize]));
+                converter.convert_rows(rows)?
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, StringArray};
+
+    fn ids_of(t: &mut KeyTable, col: ArrayRef) -> Vec<u32> {
+        let keys = t.rows(&[col.clone()]).expect("rows");
+        (0..col.len())
+            .map(|i| t.intern(KeyTable::key_of(&keys, i)))
+            .collect()
+    }
+
+    #[test]
+    fn int_keys_with_null_round_trip_and_recycle_ids() {
+        let mut t = KeyTable::new(&[Field::new("k", DataType::Int32, true)]).expect("table");
+        let col: ArrayRef = Arc::new(Int32Array::from(vec![
+            Some(7),
+            None,
+            Some(-3),
+            Some(7),
+            None,
+        ]));
+        let ids = ids_of(&mut t, col);
+        assert_eq!(ids[0], ids[3]);
+        assert_eq!(ids[1], ids[4]);
+        assert_eq!(t.len(), 3);
+        let cols = t.columns(&[ids[2], ids[1], ids[0]]).expect("columns");
+        let want: ArrayRef = Arc::new(Int32Array::from(vec![Some(-3), None, Some(7)]));
+        assert_eq!(&cols[0], &want);
+        t.release(ids[1]);
+        t.release(ids[0]);
+        assert_eq!(t.len(), 1);
+        let again = ids_of(&mut t, Arc::new(Int32Array::from(vec![Some(9), None])));
+        assert_eq!(t.len(), 3);
+        let cols = t.columns(&again).expect("columns");
+        let want: ArrayRef = Arc::new(Int32Array::from(vec![Some(9), None]));
+        assert_eq!(&cols[0], &want);
+    }
+
+    #[test]
+    fn string_keys_with_null_round_trip_and_recycle_ids() {
+        let mut t = KeyTable::new(&[Field::new("k", DataType::Utf8, true)]).expect("table");
+        let col: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a"),
+            None,
+            Some("b"),
+            Some("a"),
+        ]));
+        let ids = ids_of(&mut t, col);
+        assert_eq!(ids[0], ids[3]);
+        assert_eq!(t.len(), 3);
+        t.release(ids[0]);
+        let b = t.intern(KeyRef::Str("b"));
+        assert_eq!(b, ids[2]);
+        let c = t.intern(KeyRef::Str("c"));
+        assert_eq!(c, ids[0], "the released id is recycled");
+        let cols = t.columns(&[c, ids[1], b]).expect("columns");
+        let want: ArrayRef = Arc::new(StringArray::from(vec![Some("c"), None, Some("b")]));
+        assert_eq!(&cols[0], &want);
+        assert_eq!(t.intern(OwnedKey::from(KeyRef::Null).as_ref()), ids[1]);
     }
 }

@@ -35,12 +35,11 @@ use std::sync::Arc;
 use arrow::array::{AsArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
-use arrow::row::Rows;
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result};
 
 use crate::agg::ArgView;
-use crate::keys::KeyTable;
+use crate::keys::{BatchKeys, KeyTable};
 
 /// What a window operator needs to know about its input and output.
 #[derive(Debug, Clone)]
@@ -78,7 +77,7 @@ pub(crate) fn describe_aggs(input: &WindowInput) -> String {
 
 /// One input batch as the operators read it, row by row.
 pub(crate) struct BatchView<'a> {
-    pub rows: Rows,
+    pub rows: BatchKeys,
     pub ts: &'a TimestampMillisecondArray,
     pub args: Vec<ArgView>,
 }

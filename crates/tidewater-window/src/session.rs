@@ -16,7 +16,7 @@ use tidewater_core::{Result, Watermark};
 use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateSize, StateWriter};
 
 use crate::agg::{Acc, AggSpec, ArgView, OutColumn, result_batch};
-use crate::keys::KeyTable;
+use crate::keys::{KeyRef, KeyTable};
 use crate::state::{self, StateBuilder};
 use crate::{BatchView, WindowInput, WindowSpec, describe_aggs};
 
@@ -64,7 +64,7 @@ impl SessionWindowOperator {
     }
 
     /// The id of `key`, with live (possibly empty) session state.
-    fn intern(&mut self, key: &[u8]) -> usize {
+    fn intern(&mut self, key: KeyRef<'_>) -> usize {
         let id = self.keys.intern(key) as usize;
         if id >= self.states.len() {
             self.states.resize_with(id + 1, KeySessions::default);
@@ -233,7 +233,7 @@ impl Operator for SessionWindowOperator {
             self.watermark = self.watermark.max(Watermark(wm));
         }
         for row in state.rows {
-            let id = self.intern(&row.key);
+            let id = self.intern(row.key.as_ref());
             self.states[id].sessions.push(Session {
                 start: row.a,
                 end: row.b,

@@ -585,7 +585,7 @@ impl Operator for SlicedWindowOperator {
         }
         self.reset_run();
         for row in state.rows {
-            let id = self.keys.intern(&row.key);
+            let id = self.keys.intern(row.key.as_ref());
             self.ensure_key(id as usize);
             let slot = self.slice_slot(row.a);
             let pos = self.entry(id, row.a, slot) as usize;

@@ -17,7 +17,7 @@ use tidewater_core::{Error, Result};
 use tidewater_runtime::KEY_GROUP_COLUMN;
 
 use crate::agg::Acc;
-use crate::keys::KeyTable;
+use crate::keys::{KeyTable, OwnedKey};
 
 /// Collects state rows, then builds the batch.
 #[derive(Debug, Default)]
@@ -84,8 +84,8 @@ impl StateBuilder {
 
 /// One keyed row of restored state.
 pub(crate) struct RestoredRow {
-    /// The key, as the key table's row bytes.
-    pub key: Box<[u8]>,
+    /// The key, as the key table holds it.
+    pub key: OwnedKey,
     /// The range: slice index twice, or session start and end.
     pub a: i64,
     pub b: i64,
