@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type};
 use arrow::row::{RowConverter, Rows, SortField};
@@ -332,17 +332,20 @@ impl KeyTable {
                 }]
             }
             Store::Str { vals, .. } => {
-                let a: StringArray = ids
-                    .iter()
-                    .map(|&id| {
-                        if Some(id) == null {
-                            None
-                        } else {
-                            vals[id as usize].as_deref()
-                        }
-                    })
-                    .collect();
-                vec![Arc::new(a)]
+                let get = |id: u32| {
+                    if Some(id) == null {
+                        None
+                    } else {
+                        vals[id as usize].as_deref()
+                    }
+                };
+                // Sized up front: growing the values buffer cost more than copying.
+                let bytes = ids.iter().map(|&id| get(id).map_or(0, str::len)).sum();
+                let mut b = StringBuilder::with_capacity(ids.len(), bytes);
+                for &id in ids {
+                    b.append_option(get(id));
+                }
+                vec![Arc::new(b.finish())]
             }
             Store::Rows {
                 converter, vals, ..
@@ -361,7 +364,7 @@ mod tests {
     use arrow::array::{Int32Array, StringArray};
 
     fn ids_of(t: &mut KeyTable, col: ArrayRef) -> Vec<u32> {
-        let keys = t.rows(&[col.clone()]).expect("rows");
+        let keys = t.rows(std::slice::from_ref(&col)).expect("rows");
         (0..col.len())
             .map(|i| t.intern(KeyTable::key_of(&keys, i)))
             .collect()

@@ -4,8 +4,13 @@
 //! merging and retracting a count or sum is then an add on a vector element, with no
 //! enum to match per element and no per-entry allocation.
 
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array};
+use arrow::buffer::NullBuffer;
+use tidewater_core::Result;
+
 use crate::agg::{Acc, AggKind, AggSpec, ArgView, OutColumn};
-use arrow::array::Array;
 
 /// One aggregate's partials, indexed by entry.
 #[derive(Debug)]
@@ -145,6 +150,135 @@ impl Parts {
             (Parts::Acc(a), Parts::Acc(b)) => a[i].retract(&b[j]),
             _ => {}
         }
+    }
+
+    /// Adds row `row` of `arg` to entry `i`, for each `(row, i)` in `hits`: the loop
+    /// of [`Parts::update`] with the match taken once.
+    pub(crate) fn update_many(&mut self, kind: AggKind, arg: &ArgView, hits: &[(u32, u32)]) {
+        match (self, arg) {
+            (Parts::Count(c), ArgView::None) => {
+                for &(_, i) in hits {
+                    c[i as usize] += 1;
+                }
+            }
+            (Parts::SumI { sum, n }, ArgView::Int(a)) if a.null_count() == 0 => {
+                let v = a.values();
+                for &(row, i) in hits {
+                    let i = i as usize;
+                    sum[i] = sum[i].wrapping_add(v[row as usize]);
+                    n[i] += 1;
+                }
+            }
+            (Parts::SumF { sum, n }, ArgView::Float(a)) if a.null_count() == 0 => {
+                let v = a.values();
+                for &(row, i) in hits {
+                    let i = i as usize;
+                    sum[i] += v[row as usize];
+                    n[i] += 1;
+                }
+            }
+            (parts, arg) => {
+                for &(row, i) in hits {
+                    parts.update(i as usize, kind, arg, row as usize);
+                }
+            }
+        }
+    }
+
+    /// Merges entry `p` of `other` into entry `ids[p]`, for every entry of `other`.
+    pub(crate) fn merge_many(&mut self, kind: AggKind, other: &Parts, ids: &[u32]) {
+        match (self, other) {
+            (Parts::Count(a), Parts::Count(b)) => {
+                for (&id, v) in ids.iter().zip(b) {
+                    a[id as usize] += v;
+                }
+            }
+            (Parts::SumI { sum, n }, Parts::SumI { sum: s2, n: n2 }) => {
+                for ((&id, s), k) in ids.iter().zip(s2).zip(n2) {
+                    let i = id as usize;
+                    sum[i] = sum[i].wrapping_add(*s);
+                    n[i] += k;
+                }
+            }
+            (Parts::SumF { sum, n }, Parts::SumF { sum: s2, n: n2 }) => {
+                for ((&id, s), k) in ids.iter().zip(s2).zip(n2) {
+                    let i = id as usize;
+                    sum[i] += s;
+                    n[i] += k;
+                }
+            }
+            (me, other) => {
+                for (p, &id) in ids.iter().enumerate() {
+                    me.merge(id as usize, kind, other, p);
+                }
+            }
+        }
+    }
+
+    /// Undoes [`Parts::merge_many`]; only for invertible aggregates.
+    pub(crate) fn retract_many(&mut self, other: &Parts, ids: &[u32]) {
+        match (self, other) {
+            (Parts::Count(a), Parts::Count(b)) => {
+                for (&id, v) in ids.iter().zip(b) {
+                    a[id as usize] -= v;
+                }
+            }
+            (Parts::SumI { sum, n }, Parts::SumI { sum: s2, n: n2 }) => {
+                for ((&id, s), k) in ids.iter().zip(s2).zip(n2) {
+                    let i = id as usize;
+                    sum[i] = sum[i].wrapping_sub(*s);
+                    n[i] -= k;
+                }
+            }
+            (me, other) => {
+                for (p, &id) in ids.iter().enumerate() {
+                    me.retract(id as usize, other, p);
+                }
+            }
+        }
+    }
+
+    /// The results of entries `ids`, as the aggregate's output column.
+    pub(crate) fn column(&self, spec: &AggSpec, ids: &[u32]) -> Result<ArrayRef> {
+        // NULL where no value was aggregated (SUM and AVG of nothing).
+        let nulls = |n: &[i64]| {
+            ids.iter()
+                .any(|&id| n[id as usize] == 0)
+                .then(|| NullBuffer::from_iter(ids.iter().map(|&id| n[id as usize] != 0)))
+        };
+        let avg = spec.kind == AggKind::Avg;
+        Ok(match self {
+            Parts::Count(c) => Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|&id| c[id as usize]),
+            )),
+            Parts::SumI { sum, n } => {
+                let values = ids
+                    .iter()
+                    .map(|&id| {
+                        let (s, k) = (sum[id as usize], n[id as usize]);
+                        if avg && k != 0 { s.wrapping_div(k) } else { s }
+                    })
+                    .collect();
+                Arc::new(Int64Array::new(values, nulls(n)))
+            }
+            Parts::SumF { sum, n } => {
+                let values = ids
+                    .iter()
+                    .map(|&id| {
+                        let (s, k) = (sum[id as usize], n[id as usize]);
+                        if avg && k != 0 { s / k as f64 } else { s }
+                    })
+                    .collect();
+                Arc::new(Float64Array::new(values, nulls(n)))
+            }
+            Parts::Acc(_) => {
+                let mut col = OutColumn::with_capacity(spec, ids.len());
+                for &id in ids {
+                    self.append(id as usize, spec.kind, &mut col);
+                }
+                return col.finish(spec);
+            }
+        })
     }
 
     /// Entry `i` as a standalone partial (for checkpoints).

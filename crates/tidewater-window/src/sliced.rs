@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use arrow::array::Array;
+use arrow::array::{Array, ArrayRef, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tidewater_core::metrics::JobMetrics;
@@ -27,7 +27,7 @@ use tidewater_core::time::floor_div;
 use tidewater_core::{Error, Result, Watermark};
 use tidewater_runtime::{Barrier, Operator, Output, RestoredState, StateSize, StateWriter};
 
-use crate::agg::{Acc, OutColumn, result_batch};
+use crate::agg::Acc;
 use crate::keys::KeyTable;
 use crate::parts::Parts;
 use crate::state::{self, StateBuilder};
@@ -108,9 +108,10 @@ pub struct SlicedWindowOperator {
     members: Vec<u32>,
     member_at: Vec<u32>,
     invertible: bool,
-    /// Per-batch scratch: (row, pool slot, position) of each event, and (row, key id)
+    /// Per-batch scratch: (row, position) and pool slot of each event, and (row, key id)
     /// of events whose slice is merged into the running results.
-    hits: Vec<(u32, u32, u32)>,
+    hits: Vec<(u32, u32)>,
+    hit_slots: Vec<u32>,
     run_hits: Vec<(u32, u32)>,
     watermark: Watermark,
     /// Every window ending at or before this has fired.
@@ -161,6 +162,7 @@ impl SlicedWindowOperator {
             member_at: Vec::new(),
             invertible,
             hits: Vec::new(),
+            hit_slots: Vec::new(),
             run_hits: Vec::new(),
             watermark: Watermark::MIN,
             fired_end: i64::MIN,
@@ -314,9 +316,7 @@ impl SlicedWindowOperator {
     fn add_to_run(&mut self, slot: usize) {
         let slice = &self.pool[slot];
         for ((dst, src), spec) in self.run.iter_mut().zip(&slice.parts).zip(&self.input.aggs) {
-            for (pos, &id) in slice.keys.iter().enumerate() {
-                dst.merge(id as usize, spec.kind, src, pos);
-            }
+            dst.merge_many(spec.kind, src, &slice.keys);
         }
         for k in 0..self.pool[slot].keys.len() {
             let id = self.pool[slot].keys[k];
@@ -328,9 +328,7 @@ impl SlicedWindowOperator {
     fn retract_from_run(&mut self, slot: usize) {
         let slice = &self.pool[slot];
         for (dst, src) in self.run.iter_mut().zip(&slice.parts) {
-            for (pos, &id) in slice.keys.iter().enumerate() {
-                dst.retract(id as usize, src, pos);
-            }
+            dst.retract_many(src, &slice.keys);
         }
         for k in 0..self.pool[slot].keys.len() {
             let id = self.pool[slot].keys[k];
@@ -392,26 +390,16 @@ impl SlicedWindowOperator {
         );
         self.run_to(lo, hi);
         if !self.members.is_empty() {
-            let aggs = &self.input.aggs;
             let n = self.members.len();
-            let mut cols: Vec<OutColumn> = aggs
-                .iter()
-                .map(|a| OutColumn::with_capacity(a, n))
-                .collect();
-            for ((col, part), spec) in cols.iter_mut().zip(&self.run).zip(aggs) {
-                for &id in &self.members {
-                    part.append(id as usize, spec.kind, col);
-                }
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(TimestampMillisecondArray::from(vec![start; n])),
+                Arc::new(TimestampMillisecondArray::from(vec![end; n])),
+            ];
+            columns.extend(self.keys.columns(&self.members)?);
+            for (part, spec) in self.run.iter().zip(&self.input.aggs) {
+                columns.push(part.column(spec, &self.members)?);
             }
-            let keys = self.keys.columns(&self.members)?;
-            out.emit(result_batch(
-                &self.schema,
-                vec![start; n],
-                vec![end; n],
-                keys,
-                &mut cols,
-                aggs,
-            )?);
+            out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
         }
         if !self.invertible {
             self.reset_run();
@@ -457,8 +445,10 @@ impl Operator for SlicedWindowOperator {
         let BatchView { rows, ts, args } = self.input.view(&self.keys, &batch)?;
         let (mut late, mut no_time) = (0u64, 0u64);
         let mut hits = std::mem::take(&mut self.hits);
+        let mut hit_slots = std::mem::take(&mut self.hit_slots);
         let mut run_hits = std::mem::take(&mut self.run_hits);
         hits.clear();
+        hit_slots.clear();
         run_hits.clear();
         // The slice of the previous row: index, class, pool index, merged into `run`.
         let mut cur: (i64, SliceClass, usize, bool) = (i64::MIN, SliceClass::Absurd, 0, false);
@@ -493,28 +483,33 @@ impl Operator for SlicedWindowOperator {
             let id = self.keys.intern(KeyTable::key_of(&rows, row));
             self.ensure_key(id as usize);
             let pos = self.entry(id, s, cur.2);
-            hits.push((row as u32, cur.2 as u32, pos));
+            hits.push((row as u32, pos));
+            hit_slots.push(cur.2 as u32);
             // A slice that earlier results already merged (some of its windows fired,
             // later ones are open): keep the running result in step with it.
             if cur.3 {
                 run_hits.push((row as u32, id));
             }
         }
-        for (j, spec) in self.input.aggs.iter().enumerate() {
-            let arg = &args[j];
-            for &(row, slot, pos) in &hits {
-                self.pool[slot as usize].parts[j].update(
-                    pos as usize,
-                    spec.kind,
-                    arg,
-                    row as usize,
-                );
+        // Runs of events in the same slice, updated column by column.
+        let mut from = 0;
+        while from < hits.len() {
+            let slot = hit_slots[from];
+            let to = hit_slots[from..]
+                .iter()
+                .position(|s| *s != slot)
+                .map_or(hits.len(), |n| from + n);
+            let parts = &mut self.pool[slot as usize].parts;
+            for ((part, spec), arg) in parts.iter_mut().zip(&self.input.aggs).zip(&args) {
+                part.update_many(spec.kind, arg, &hits[from..to]);
             }
-            for &(row, id) in &run_hits {
-                self.run[j].update(id as usize, spec.kind, arg, row as usize);
-            }
+            from = to;
+        }
+        for ((part, spec), arg) in self.run.iter_mut().zip(&self.input.aggs).zip(&args) {
+            part.update_many(spec.kind, arg, &run_hits);
         }
         self.hits = hits;
+        self.hit_slots = hit_slots;
         self.run_hits = run_hits;
         JobMetrics::add(&self.metrics.late_events, late);
         JobMetrics::add(&self.metrics.dead_letters, no_time);
