@@ -61,14 +61,25 @@ type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
 #[derive(Debug)]
 struct Slice {
     keys: Vec<u32>,
+    /// Key id → position, built only when an event needs it (see [`Recent`]).
     pos: IdMap,
+    indexed: bool,
     parts: Vec<Parts>,
 }
+
+/// Per key: its newest slices (by slice index) and its position in each, so that an
+/// event finds its partial without a lookup. A slice newer than the oldest entry that
+/// is not listed does not hold the key; only an event older than every entry (more out
+/// of order than `RECENT` slices) looks in the slice's map.
+type Recent = [(i64, u32); RECENT];
+const RECENT: usize = 4;
+const NO_RECENT: Recent = [(i64::MIN, 0); RECENT];
 
 impl Slice {
     fn clear(&mut self) {
         self.keys.clear();
         self.pos.clear();
+        self.indexed = false;
         for p in &mut self.parts {
             p.clear();
         }
@@ -91,9 +102,8 @@ pub struct SlicedWindowOperator {
     free_slices: Vec<usize>,
     /// Per key id: how many slices hold the key (0: the id is not live).
     key_slices: Vec<u32>,
-    /// Per key id: the newest slice it was seen in and its position there, so that an
-    /// event in a key's current slice needs no lookup in the slice's map.
-    recent: Vec<(i64, u32)>,
+    /// Per key id: its newest slices and positions there.
+    recent: Vec<Recent>,
     /// Number of live keys.
     live: usize,
     /// Running results, one column per aggregate indexed by key id: the merge of the
@@ -206,7 +216,7 @@ impl SlicedWindowOperator {
         if id >= self.key_slices.len() {
             let n = id + 1;
             self.key_slices.resize(n, 0);
-            self.recent.resize(n, (i64::MIN, 0));
+            self.recent.resize(n, NO_RECENT);
             self.run_count.resize(n, 0);
             self.member_at.resize(n, NOT_MEMBER);
             for (p, spec) in self.run.iter_mut().zip(&self.input.aggs) {
@@ -228,6 +238,7 @@ impl SlicedWindowOperator {
                 self.pool.push(Slice {
                     keys: Vec::new(),
                     pos: IdMap::default(),
+                    indexed: false,
                     parts: self.input.aggs.iter().map(Parts::new).collect(),
                 });
                 self.pool.len() - 1
@@ -242,25 +253,40 @@ impl SlicedWindowOperator {
     #[inline]
     fn entry(&mut self, id: u32, s: i64, slot: usize) -> u32 {
         let i = id as usize;
-        let slice = &mut self.pool[slot];
-        let (rs, rp) = self.recent[i];
-        if rs == s && slice.keys.get(rp as usize) == Some(&id) {
-            return rp;
-        }
-        if let Some(&p) = slice.pos.get(&id) {
-            if s > rs {
-                self.recent[i] = (s, p);
+        let recent = &mut self.recent[i];
+        let mut oldest = 0;
+        for (k, &(rs, rp)) in recent.iter().enumerate() {
+            if rs == s {
+                debug_assert_eq!(self.pool[slot].keys.get(rp as usize), Some(&id));
+                return rp;
             }
-            return p;
+            if rs < recent[oldest].0 {
+                oldest = k;
+            }
+        }
+        let slice = &mut self.pool[slot];
+        if s < recent[oldest].0 {
+            if !slice.indexed {
+                slice.pos.clear();
+                slice
+                    .pos
+                    .extend(slice.keys.iter().enumerate().map(|(p, &k)| (k, p as u32)));
+                slice.indexed = true;
+            }
+            if let Some(&p) = slice.pos.get(&id) {
+                return p;
+            }
         }
         let p = slice.keys.len() as u32;
         slice.keys.push(id);
-        slice.pos.insert(id, p);
+        if slice.indexed {
+            slice.pos.insert(id, p);
+        }
         for (part, spec) in slice.parts.iter_mut().zip(&self.input.aggs) {
             part.push_empty(spec);
         }
-        if s >= rs {
-            self.recent[i] = (s, p);
+        if s > recent[oldest].0 {
+            recent[oldest] = (s, p);
         }
         if self.key_slices[i] == 0 {
             self.live += 1;
@@ -416,7 +442,7 @@ impl SlicedWindowOperator {
                 self.key_slices[id] -= 1;
                 if self.key_slices[id] == 0 {
                     self.live -= 1;
-                    self.recent[id] = (i64::MIN, 0);
+                    self.recent[id] = NO_RECENT;
                     self.keys.release(id as u32);
                 }
             }
