@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type};
 use arrow::row::{RowConverter, Rows, SortField};
@@ -30,6 +31,9 @@ enum Store {
     Str {
         ids: Map<Box<str>>,
         vals: Vec<Option<Box<str>>>,
+        /// Per id, a key of up to `SHORT` bytes zero-padded (empty otherwise): copied
+        /// into result columns as a fixed-size block, not by a `memcpy` call per key.
+        short: Vec<[u8; SHORT]>,
     },
     /// Anything else, as Arrow rows.
     Rows {
@@ -38,6 +42,8 @@ enum Store {
         vals: Vec<Box<[u8]>>,
     },
 }
+
+const SHORT: usize = 16;
 
 /// Interned grouping keys.
 #[derive(Debug)]
@@ -139,6 +145,7 @@ impl KeyTable {
             [f] if f.data_type() == &DataType::Utf8 => Store::Str {
                 ids: Map::default(),
                 vals: Vec::new(),
+                short: Vec::new(),
             },
             _ => {
                 let sort: Vec<SortField> = fields
@@ -228,11 +235,19 @@ impl KeyTable {
                 self.live += 1;
                 id
             }
-            (Store::Str { ids, vals }, KeyRef::Str(s)) => {
+            (Store::Str { ids, vals, short }, KeyRef::Str(s)) => {
                 if let Some(id) = ids.get(s) {
                     return *id;
                 }
                 let id = Self::next_id(&mut self.free, vals);
+                if short.len() < vals.len() {
+                    short.resize(vals.len(), [0; SHORT]);
+                }
+                let mut padded = [0; SHORT];
+                if s.len() <= SHORT {
+                    padded[..s.len()].copy_from_slice(s.as_bytes());
+                }
+                short[id as usize] = padded;
                 let boxed: Box<str> = s.into();
                 vals[id as usize] = Some(boxed.clone());
                 ids.insert(boxed, id);
@@ -272,7 +287,7 @@ impl KeyTable {
                     ids.remove(&v);
                     self.bytes -= 8;
                 }
-                Store::Str { ids, vals } => {
+                Store::Str { ids, vals, .. } => {
                     let Some(s) = vals.get_mut(id as usize).and_then(Option::take) else {
                         return;
                     };
@@ -331,7 +346,7 @@ impl KeyTable {
                     cast(&a, ty)?
                 }]
             }
-            Store::Str { vals, .. } => {
+            Store::Str { vals, short, .. } => {
                 let get = |id: u32| {
                     if Some(id) == null {
                         None
@@ -339,13 +354,33 @@ impl KeyTable {
                         vals[id as usize].as_deref()
                     }
                 };
-                // Sized up front: growing the values buffer cost more than copying.
-                let bytes = ids.iter().map(|&id| get(id).map_or(0, str::len)).sum();
-                let mut b = StringBuilder::with_capacity(ids.len(), bytes);
+                let bytes: usize = ids.iter().map(|&id| get(id).map_or(0, str::len)).sum();
+                let mut values: Vec<u8> = Vec::with_capacity(bytes + SHORT);
+                let mut offsets: Vec<i32> = Vec::with_capacity(ids.len() + 1);
+                offsets.push(0);
                 for &id in ids {
-                    b.append_option(get(id));
+                    match get(id) {
+                        None => {}
+                        Some(s) if s.len() <= SHORT => {
+                            // A fixed-size copy, then cut back to the key's length.
+                            let at = values.len();
+                            values.extend_from_slice(&short[id as usize]);
+                            values.truncate(at + s.len());
+                        }
+                        Some(s) => values.extend_from_slice(s.as_bytes()),
+                    }
+                    offsets.push(i32::try_from(values.len()).map_err(|_| {
+                        tidewater_core::Error::runtime("result keys exceed 2 GiB in one batch")
+                    })?);
                 }
-                vec![Arc::new(b.finish())]
+                let nulls = null
+                    .filter(|n| ids.contains(n))
+                    .map(|n| NullBuffer::from_iter(ids.iter().map(|&id| id != n)));
+                vec![Arc::new(StringArray::try_new(
+                    OffsetBuffer::new(offsets.into()),
+                    values.into(),
+                    nulls,
+                )?)]
             }
             Store::Rows {
                 converter, vals, ..
@@ -418,5 +453,14 @@ mod tests {
         let want: ArrayRef = Arc::new(StringArray::from(vec![Some("c"), None, Some("b")]));
         assert_eq!(&cols[0], &want);
         assert_eq!(t.intern(OwnedKey::from(KeyRef::Null).as_ref()), ids[1]);
+        let long = t.intern(KeyRef::Str("a key longer than sixteen bytes"));
+        let cols = t.columns(&[b, long, ids[1], long]).expect("columns");
+        let want: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("b"),
+            Some("a key longer than sixteen bytes"),
+            None,
+            Some("a key longer than sixteen bytes"),
+        ]));
+        assert_eq!(&cols[0], &want);
     }
 }
