@@ -94,3 +94,29 @@ fn json_logs_are_one_object_per_line_and_the_summary_reports_latency() {
     assert!(err.contains("events in: 20000"), "{err}");
     assert!(err.contains("emit latency"), "{err}");
 }
+
+#[test]
+fn every_example_job_plans() {
+    // The front door: each example job file must at least plan (explain needs no
+    // broker and reads no input).
+    let mut seen = 0;
+    for e in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "sql") {
+            continue;
+        }
+        let out = tidewater(&["explain", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if path.ends_with("kafka_sliding_sum.sql") {
+            assert!(text.contains("Partition tasks"), "{text}");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 7, "only {seen} example jobs");
+}
