@@ -49,3 +49,28 @@ pub trait DeadLetterSink: Send + Sync + Debug {
     /// sink that cannot write must stop the job rather than lose data).
     fn write(&self, letter: DeadLetter) -> crate::Result<()>;
 }
+
+/// Keeps dead letters in memory: for tests, and for programs that embed Tidewater and
+/// want them as values.
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetters(std::sync::Mutex<Vec<DeadLetter>>);
+
+impl MemoryDeadLetters {
+    /// The letters so far, in the order they came.
+    pub fn letters(&self) -> Vec<DeadLetter> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl DeadLetterSink for MemoryDeadLetters {
+    fn write(&self, letter: DeadLetter) -> crate::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(letter);
+        Ok(())
+    }
+}

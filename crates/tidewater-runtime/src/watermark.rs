@@ -151,24 +151,11 @@ impl Operator for WatermarkGenerator {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use arrow::array::TimestampMillisecondArray;
 
     use super::*;
 
-    #[derive(Debug, Default)]
-    struct Letters(Mutex<Vec<DeadLetter>>);
-
-    impl DeadLetterSink for Letters {
-        fn write(&self, letter: DeadLetter) -> Result<()> {
-            self.0
-                .lock()
-                .map_err(|_| Error::runtime("poisoned"))?
-                .push(letter);
-            Ok(())
-        }
-    }
+    use tidewater_core::dead_letter::MemoryDeadLetters as Letters;
 
     #[test]
     fn null_event_times_become_dead_letters_and_the_rest_flows() -> Result<()> {
@@ -201,7 +188,7 @@ mod tests {
             }
             other => panic!("unexpected output {other:?}"),
         }
-        let letters = letters.0.lock().map_err(|_| Error::runtime("poisoned"))?;
+        let letters = letters.letters();
         assert_eq!(letters.len(), 1);
         assert!(
             letters[0].reason.contains("'ts' is NULL"),

@@ -531,18 +531,7 @@ mod tests {
     use arrow::array::Int64Array;
     use arrow::datatypes::TimeUnit;
 
-    #[derive(Debug, Default)]
-    struct Letters(Mutex<Vec<DeadLetter>>);
-
-    impl DeadLetterSink for Letters {
-        fn write(&self, letter: DeadLetter) -> Result<()> {
-            self.0
-                .lock()
-                .map_err(|_| Error::runtime("poisoned"))?
-                .push(letter);
-            Ok(())
-        }
-    }
+    use tidewater_core::dead_letter::MemoryDeadLetters as Letters;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -605,7 +594,7 @@ mod tests {
             .downcast_ref::<Int64Array>()
             .expect("i64");
         assert_eq!(values.values(), &[1, 2]);
-        let letters = letters.0.lock().expect("letters");
+        let letters = letters.letters();
         let at: Vec<Position> = letters.iter().map(|l| l.position.clone()).collect();
         let kafka = |offset| Position::Kafka {
             topic: "t".into(),
@@ -644,7 +633,7 @@ mod tests {
             .downcast_ref::<StringArray>()
             .expect("str");
         assert_eq!(keys.iter().flatten().collect::<Vec<_>>(), vec!["a", "c"]);
-        assert_eq!(letters.0.lock().expect("letters").len(), 1);
+        assert_eq!(letters.letters().len(), 1);
     }
 
     #[test]
