@@ -269,7 +269,7 @@ impl Job {
     /// unit of parallelism until stopped.
     fn run_kafka(self) -> Result<JobReport> {
         use tidewater_connectors::kafka::{
-            KafkaJob, KafkaSinkOptions, KafkaSourceOptions, TaskSink, tasks,
+            KafkaJob, KafkaSinkOptions, KafkaSourceOptions, Repartition, TaskSink, tasks,
         };
         let Some((file, opts)) = self.sql else {
             return Err(Error::config(
@@ -290,21 +290,46 @@ impl Job {
             TaskSink::InChain
         };
         // A task's chain is the plan at parallelism 1, its stages run one after the
-        // other on the member's thread.
-        let task_opts = tidewater_sql::PlanOptions {
+        // other on the member's thread; repartitioning, the source stage runs in the
+        // input tasks and the rest in the window tasks.
+        let task_opts = Arc::new(tidewater_sql::PlanOptions {
             parallelism: Some(1),
             metrics: plan.metrics.clone(),
             ..opts
-        };
-        let make_chain = Box::new(move || -> Result<tidewater_runtime::Chain> {
-            let p = tidewater_sql::plan_job(&file, &task_opts)?;
-            let mut flow = p.dataflow;
-            let mut chain = flow.source.chains.pop().unwrap_or_default();
-            for mut st in flow.stages {
-                chain.extend(st.chains.pop().unwrap_or_default());
-            }
-            Ok(chain)
         });
+        let file = Arc::new(file);
+        let split = plan.kafka_repartition;
+        let stage = move |window: bool| {
+            let (file, task_opts) = (file.clone(), task_opts.clone());
+            Box::new(move || -> Result<tidewater_runtime::Chain> {
+                let p = tidewater_sql::plan_job(&file, &task_opts)?;
+                let mut flow = p.dataflow;
+                let mut chain = if window {
+                    Vec::new()
+                } else {
+                    flow.source.chains.pop().unwrap_or_default()
+                };
+                if window || !split {
+                    for mut st in flow.stages {
+                        chain.extend(st.chains.pop().unwrap_or_default());
+                    }
+                }
+                Ok(chain)
+            }) as Box<dyn Fn() -> Result<tidewater_runtime::Chain> + Send + Sync>
+        };
+        let repartition = match plan.dataflow.stages.first() {
+            Some(st) if split => {
+                let tidewater_runtime::Partitioning::Hash { columns, .. } = &st.input else {
+                    return Err(Error::runtime("the window stage is not partitioned by key"));
+                };
+                Some(Repartition {
+                    make_window_chain: stage(true),
+                    key_columns: columns.clone(),
+                })
+            }
+            _ => None,
+        };
+        let make_chain = stage(false);
         let metrics = plan.metrics.clone();
         let started = Instant::now();
         let report = tasks::run(KafkaJob {
@@ -313,6 +338,7 @@ impl Job {
             schema: table.physical.clone(),
             sink,
             make_chain,
+            repartition,
             members: plan.parallelism,
             checkpoint_interval: plan.checkpoint.interval.unwrap_or(KAFKA_COMMIT_INTERVAL),
             metrics: metrics.clone(),

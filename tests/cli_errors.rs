@@ -385,22 +385,57 @@ fn kafka_source_into_a_file_sink_is_refused() {
     );
 }
 
+/// Input keyed otherwise is repartitioned through an internal topic named after the
+/// input topic, so it must be one named topic.
 #[test]
-fn kafka_input_must_be_keyed_by_the_grouping_key() {
+fn kafka_input_keyed_otherwise_needs_one_named_topic() {
     let job = edit(
         &kafka_job(""),
         "'key.fields' = 'key'",
         "'key.fields' = 'ts_ms'",
     );
     let job = edit(&job, "'key.format' = 'raw'", "'key.format' = 'json'");
+    let source = "'topic' = 'events', 'properties.bootstrap.servers' = '127.0.0.1:1', \
+                  'format' = 'json', 'properties.group.id'";
+    let job = edit(
+        &job,
+        source,
+        &source.replace("'topic' = 'events'", "'topic-pattern' = 'ev.*'"),
+    );
     let (out, _tmp) = run(&job);
     assert_clean_error(
         &out,
         &[
             "table 'events'",
-            "'key.fields'",
-            "keyed by the grouping key",
-            "'key'",
+            "'topic-pattern'",
+            "repartitions",
+            "one named 'topic'",
+            "'key.fields' = 'key'",
         ],
+    );
+}
+
+#[test]
+fn kafka_input_keyed_otherwise_is_repartitioned_in_explain() {
+    let job = edit(
+        &kafka_job(""),
+        "'key.fields' = 'key'",
+        "'key.fields' = 'ts_ms'",
+    );
+    let job = edit(&job, "'key.format' = 'raw'", "'key.format' = 'json'");
+    let (out, _tmp) = run_job(&job, &["explain", "{{DIR}}/job.sql"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "explain failed: {out:?}");
+    assert!(
+        text.contains("repartition by the grouping key into 'g-events-repartition'")
+            && text.contains("window tasks"),
+        "no repartition in the plan:\n{text}"
+    );
+    // Keyed by the grouping key: no repartition.
+    let (out, _tmp) = run_job(&kafka_job(""), &["explain", "{{DIR}}/job.sql"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("every partition of 'events' is a task") && !text.contains("repartition"),
+        "a keyed job repartitions:\n{text}"
     );
 }

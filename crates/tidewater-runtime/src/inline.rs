@@ -5,8 +5,10 @@
 //! The caller decides when a checkpoint is taken; barriers are still minted here, so an
 //! operator's `on_barrier` cannot be called with a forged one.
 
+use std::time::Instant;
+
 use arrow::record_batch::RecordBatch;
-use tidewater_core::Result;
+use tidewater_core::{Result, Watermark};
 
 use crate::dataflow::Chain;
 use crate::message::{Barrier, Message};
@@ -16,25 +18,49 @@ use crate::operator::{RestoredState, StateSize, StateWriter, push_through};
 #[derive(Debug)]
 pub struct InlineChain {
     ops: Chain,
+    /// The last watermark that left the last operator.
+    watermark: Option<Watermark>,
 }
 
 impl InlineChain {
     /// Wraps `ops`, run first to last.
     pub fn new(ops: Chain) -> Self {
-        Self { ops }
+        Self {
+            ops,
+            watermark: None,
+        }
     }
 
     /// Pushes one batch through the chain. Returns what leaves the last operator;
-    /// watermarks the chain creates are applied inside it and not returned.
+    /// watermarks the chain creates are applied inside it, and the last one to leave it
+    /// is kept ([`InlineChain::watermark`]).
     pub fn push_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        self.push(Message::Data(batch))
+    }
+
+    /// Pushes a watermark from outside (a chain whose event time comes from upstream
+    /// tasks). Returns the batches it makes leave the last operator (fired windows).
+    pub fn push_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
+        self.push(Message::Watermark(watermark, Instant::now()))
+    }
+
+    /// The last watermark that left the last operator (none yet: `None`).
+    pub fn watermark(&self) -> Option<Watermark> {
+        self.watermark
+    }
+
+    fn push(&mut self, message: Message) -> Result<Vec<RecordBatch>> {
         let mut outputs = Vec::new();
         let mut into_last = 0;
+        let watermark = &mut self.watermark;
         push_through(
             &mut self.ops,
-            Message::Data(batch),
+            message,
             &mut |m| {
-                if let Message::Data(b) = m {
-                    outputs.push(b);
+                match m {
+                    Message::Data(b) => outputs.push(b),
+                    Message::Watermark(w, _) => *watermark = Some(w),
+                    _ => {}
                 }
                 Ok(())
             },

@@ -349,6 +349,7 @@ impl JobBuilder {
             checkpoint: self.checkpoint,
             source_table,
             sink_table: (sink_options, out_schema),
+            kafka_repartition: false,
         })
     }
 }

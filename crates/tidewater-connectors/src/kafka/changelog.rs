@@ -33,6 +33,8 @@ const H_CHUNKS: &str = "tidewater.chunks";
 const H_LEN: &str = "tidewater.len";
 const H_CRC: &str = "tidewater.crc";
 const H_RECORDS: &str = "tidewater.records";
+/// On manifests: `Mark::lineage`.
+pub(crate) const H_LINEAGE: &str = "tidewater.lineage";
 
 /// Chunks stay well under the default 1 MiB message limit.
 const CHUNK_BYTES: usize = 512 << 10;
@@ -51,6 +53,9 @@ pub(crate) struct Mark {
     pub n: u64,
     /// The snapshot that generation had restored (`None`: it started empty).
     pub from: Option<(String, u64)>,
+    /// The generations of the commit chain before this one, oldest first, each with the
+    /// last checkpoint it committed (at most `repartition::LINEAGE`).
+    pub lineage: Vec<(String, u64)>,
 }
 
 /// Parses a `tidewater.from` header value.
@@ -130,6 +135,63 @@ fn headers_of(m: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, Str
         .unwrap_or_default()
 }
 
+/// A manifest's mark and record count.
+fn parse_manifest(headers: &BTreeMap<String, String>) -> Option<(Mark, u64)> {
+    let num = |h: &str| headers.get(h).and_then(|v| v.parse::<u64>().ok());
+    let (generation, n, count) = (headers.get(H_GEN)?, num(H_CHECKPOINT)?, num(H_RECORDS)?);
+    let mark = Mark {
+        generation: generation.clone(),
+        n,
+        from: headers.get(H_FROM).and_then(|v| parse_from(v)),
+        lineage: headers
+            .get(H_LINEAGE)
+            .map(|v| super::repartition::parse_lineage(v))
+            .unwrap_or_default(),
+    };
+    Some((mark, count))
+}
+
+/// Reads only the mark of the manifest at `manifest` (what a window task needs to know
+/// which of an input task's records committed).
+pub(crate) fn read_mark(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    manifest: i64,
+    timeout: Duration,
+) -> Result<Mark> {
+    let damaged = |why: String| Error::runtime(format!("changelog {topic}/{partition}: {why}"));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(manifest))
+        .map_err(|e| damaged(e.to_string()))?;
+    reader
+        .assign(&tpl)
+        .map_err(|e| damaged(format!("cannot read: {e}")))?;
+    let deadline = Instant::now() + timeout;
+    let found = loop {
+        if Instant::now() > deadline {
+            break Err(damaged(format!(
+                "no manifest at offset {manifest} after {timeout:?}"
+            )));
+        }
+        let Some(m) = reader.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.map_err(|e| damaged(format!("cannot read: {e}")))?;
+        if m.offset() != manifest || m.key() != Some(b"manifest".as_slice()) {
+            break Err(damaged(format!(
+                "offset {manifest} holds no snapshot manifest (found offset {})",
+                m.offset()
+            )));
+        }
+        break parse_manifest(&headers_of(&m))
+            .map(|(mark, _)| mark)
+            .ok_or_else(|| damaged(format!("the manifest at {manifest} lacks headers")));
+    };
+    let _ = reader.unassign();
+    found
+}
+
 /// Reads the snapshot whose manifest is at `manifest` on partition `partition` of
 /// `topic` and returns what it is and the state of each of `operators` operators.
 pub(crate) fn read_snapshot(
@@ -179,21 +241,10 @@ pub(crate) fn read_snapshot(
                         m.offset()
                     )));
                 }
-                let num = |h: &str| headers.get(h).and_then(|v| v.parse::<u64>().ok());
-                let (Some(generation), Some(n), Some(count)) =
-                    (headers.get(H_GEN), num(H_CHECKPOINT), num(H_RECORDS))
-                else {
-                    return Err(damaged(format!("the manifest at {manifest} lacks headers")));
-                };
-                let from = headers.get(H_FROM).and_then(|v| parse_from(v));
-                mark = Some((
-                    Mark {
-                        generation: generation.clone(),
-                        n,
-                        from,
-                    },
-                    count,
-                ));
+                mark =
+                    Some(parse_manifest(&headers).ok_or_else(|| {
+                        damaged(format!("the manifest at {manifest} lacks headers"))
+                    })?);
             }
             Some((mk, _)) => {
                 if headers.get(H_GEN) == Some(&mk.generation)

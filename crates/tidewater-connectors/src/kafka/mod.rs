@@ -10,21 +10,29 @@
 //!   every assigned input partition becomes a task with its own watermark, window state
 //!   and transactional producer; a task checkpoints into one Kafka transaction (output,
 //!   state snapshot on the changelog topic, input offset).
-//! - `changelog`: a task's snapshot as changelog records, the commit mark stored as
-//!   the offset's metadata, and restore.
+//! - `task` / `txn`: an input partition's task, and the transactional side every task
+//!   shares (fencing, the commit of one checkpoint).
+//! - `repartition` / `window_task`: input not keyed by the grouping key — input tasks
+//!   write rows and watermarks to an internal topic, window tasks aggregate them and
+//!   apply only records of committed transactions.
+//! - `changelog`: a task's snapshot as changelog records, the commit mark (a committed
+//!   offset pointing at the snapshot's manifest), and restore.
 //! - `source` / `sink`: the registry's factories. A Kafka source is never run by the
 //!   threaded executor; a Kafka sink behind another source writes at-least-once.
 
 mod changelog;
 mod codec;
 pub mod options;
+mod repartition;
 mod sink;
 mod source;
 mod task;
 pub mod tasks;
+mod txn;
+mod window_task;
 
 pub use options::{KafkaSinkOptions, KafkaSourceOptions};
-pub use tasks::{KafkaJob, KafkaReport, TaskSink};
+pub use tasks::{KafkaJob, KafkaReport, Repartition, TaskSink};
 
 use crate::registry::Connector;
 

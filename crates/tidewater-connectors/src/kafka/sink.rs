@@ -14,7 +14,7 @@ use tidewater_core::{Error, Result};
 use tidewater_runtime::{Barrier, Operator, Output, StateWriter};
 
 use super::options::{DeliveryGuarantee, KafkaSinkOptions, Partitioner};
-use super::task::OutputTarget;
+use super::txn::OutputTarget;
 use crate::registry::SinkContext;
 
 /// How long a flush may wait for the broker before the job fails.

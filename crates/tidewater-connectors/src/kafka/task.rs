@@ -1,273 +1,39 @@
-//! One partition task: the chain over one input partition, its transactional producer,
-//! and its checkpoint — output, state snapshot and input offset in one transaction.
+//! The tasks of a Kafka job, and the input partition's task: the chain over one input
+//! partition and its checkpoint — what it wrote, its state snapshot and its input offset
+//! in one transaction ([`TaskTxn`]).
+//!
+//! An input task either runs the whole job (input keyed by the grouping key) and writes
+//! the output, or runs the source stage and writes its rows, and at each checkpoint its
+//! watermark, to the window tasks through the repartition topic
+//! ([`super::repartition`], [`super::window_task`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result};
 use tidewater_runtime::InlineChain;
 
-use super::changelog::{
-    H_CHECKPOINT, H_FROM, H_GEN, H_TASK, changelog_topic, from_header, read_snapshot,
-    snapshot_records,
-};
-use super::codec::{MessageDecoder, Pending, RecordEncoder};
-use super::options::{KafkaSinkOptions, Partitioner};
+use super::changelog::{Mark, changelog_topic, read_snapshot};
+use super::codec::{MessageDecoder, Pending};
+use super::repartition::{InputWatermark, Kind, Layout, record_key, split_rows};
 use super::tasks::Shared;
+use super::txn::{CheckpointError, OutputTarget, TXN_TIMEOUT, TaskTxn, produce};
+use super::window_task::WindowTask;
 
-/// How long one transactional call may wait for the broker.
-pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where and how output rows are written.
+/// A task: an input partition's, or a window task's when the job repartitions.
 #[derive(Debug)]
-pub(crate) struct OutputTarget {
-    pub(crate) topic: String,
-    pub(crate) encoder: RecordEncoder,
-    partitioner: Partitioner,
-    partitions: i32,
-    /// The partition of 'fixed', the next one of 'round-robin'.
-    next: i32,
-}
-
-impl OutputTarget {
-    /// `index` picks the partition of the 'fixed' partitioner (a sink subtask or an
-    /// input partition).
-    pub(crate) fn new<C: ProducerContext>(
-        o: &KafkaSinkOptions,
-        producer: &BaseProducer<C>,
-        index: i32,
-    ) -> Result<Self> {
-        let partitions = match o.partitioner {
-            Partitioner::Default => 0,
-            _ => {
-                let md = producer
-                    .client()
-                    .fetch_metadata(Some(&o.topic), TXN_TIMEOUT)
-                    .map_err(|e| Error::runtime(format!("kafka topic '{}': {e}", o.topic)))?;
-                md.topics()
-                    .iter()
-                    .find(|t| t.name() == o.topic)
-                    .map_or(0, |t| t.partitions().len() as i32)
-            }
-        };
-        if o.partitioner != Partitioner::Default && partitions == 0 {
-            return Err(Error::runtime(format!(
-                "kafka topic '{}' does not exist (sink table '{}')",
-                o.topic, o.table
-            )));
-        }
-        Ok(Self {
-            topic: o.topic.clone(),
-            encoder: RecordEncoder::new(
-                o.format.clone(),
-                o.key.as_ref().map(|k| (k.format.clone(), k.fields.clone())),
-            ),
-            partitioner: o.partitioner,
-            partitions,
-            next: if partitions > 0 {
-                index % partitions
-            } else {
-                0
-            },
-        })
-    }
-
-    /// Produces one output record.
-    pub(crate) fn send<C>(
-        &mut self,
-        producer: &BaseProducer<C>,
-        record: (Option<&[u8]>, &[u8]),
-        headers: Option<OwnedHeaders>,
-        opaque: C::DeliveryOpaque,
-    ) -> Result<()>
-    where
-        C: ProducerContext,
-        C::DeliveryOpaque: Clone,
-    {
-        let partition = self.partition();
-        produce(
-            producer,
-            &self.topic,
-            partition,
-            record.0,
-            record.1,
-            headers,
-            opaque,
-        )
-    }
-
-    fn partition(&mut self) -> Option<i32> {
-        match self.partitioner {
-            Partitioner::Default => None,
-            Partitioner::Fixed => Some(self.next),
-            Partitioner::RoundRobin => {
-                let p = self.next;
-                self.next = (self.next + 1) % self.partitions;
-                Some(p)
-            }
-        }
-    }
-}
-
-/// Produces one record, waiting for room when librdkafka's queue is full.
-fn produce<C>(
-    producer: &BaseProducer<C>,
-    topic: &str,
-    partition: Option<i32>,
-    key: Option<&[u8]>,
-    value: &[u8],
-    headers: Option<OwnedHeaders>,
-    opaque: C::DeliveryOpaque,
-) -> Result<()>
-where
-    C: ProducerContext,
-    C::DeliveryOpaque: Clone,
-{
-    loop {
-        let mut r = BaseRecord::with_opaque_to(topic, opaque.clone()).payload(value);
-        if let Some(k) = key {
-            r = r.key(k);
-        }
-        if let Some(p) = partition {
-            r = r.partition(p);
-        }
-        if let Some(h) = &headers {
-            r = r.headers(h.clone());
-        }
-        match producer.send(r) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => {
-                return Err(Error::runtime(format!(
-                    "cannot produce to kafka topic '{topic}': {e}"
-                )));
-            }
-        }
-    }
-}
-
-/// Delivery reports of a task's producer: the offset of the snapshot's manifest, and
-/// the first failure.
-#[derive(Debug, Default)]
-pub(crate) struct TaskDeliveries {
-    manifest_offset: Mutex<Option<i64>>,
-    failed: Mutex<Option<String>>,
-}
-
-/// Opaque tag of the manifest record.
-const MANIFEST: usize = 1;
-
-impl ClientContext for TaskDeliveries {}
-
-impl ProducerContext for TaskDeliveries {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
-        match result {
-            Ok(m) if tag == MANIFEST => {
-                if let Ok(mut o) = self.manifest_offset.lock() {
-                    *o = Some(rdkafka::Message::offset(m));
-                }
-            }
-            Ok(_) => {}
-            Err((e, _)) => {
-                if let Ok(mut f) = self.failed.lock() {
-                    f.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
-    }
-}
-
-/// A new generation id: unique per task attempt, across processes and machines.
-fn new_generation() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{nanos:x}-{:x}-{:x}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed) ^ rand::random::<u64>()
-    )
-}
-
-/// Why a checkpoint failed.
-#[derive(Debug)]
-pub(crate) enum CheckpointError {
-    /// Another producer with this task's transactional id took over: this instance is a
-    /// zombie for the partition and must let it go.
-    Fenced(String),
-    /// Anything else: the task restarts from its last committed checkpoint.
-    Failed(Error),
-}
-
-impl From<Error> for CheckpointError {
-    fn from(e: Error) -> Self {
-        CheckpointError::Failed(e)
-    }
-}
-
-fn txn_error(what: &str, e: &KafkaError) -> CheckpointError {
-    let fenced = matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-        )
-    ) || matches!(e, KafkaError::Transaction(t) if t.is_fatal());
-    let text = format!("{what}: {e}");
-    if fenced {
-        CheckpointError::Fenced(text)
-    } else {
-        CheckpointError::Failed(Error::runtime(text))
-    }
-}
-
-/// One input partition's task.
-pub(crate) struct Task {
-    pub(crate) topic: String,
-    pub(crate) partition: i32,
-    id: String,
-    chain: InlineChain,
-    decoder: MessageDecoder,
-    producer: BaseProducer<TaskDeliveries>,
-    output: Option<OutputTarget>,
-    changelog: String,
-    generation: String,
-    /// Last committed checkpoint (0: none yet).
-    epoch: u64,
-    from: Option<(String, u64)>,
-    /// Messages polled but not yet pushed through the chain.
-    pub(crate) pending: Pending,
-    /// Offset after the last message processed, once one was.
-    next_offset: Option<i64>,
-    metrics: Arc<JobMetrics>,
-}
-
-impl std::fmt::Debug for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task")
-            .field("id", &self.id)
-            .field("generation", &self.generation)
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
-    }
+pub(crate) enum Task {
+    Input(Box<InputTask>),
+    Window(Box<WindowTask>),
 }
 
 impl Task {
-    /// Opens the task of `topic`/`partition`: fences earlier owners, restores the
-    /// committed snapshot, and says where to start reading.
+    /// Opens the task of `topic`/`partition` (a partition of the repartition job's tasks
+    /// topic is a window task): fences earlier owners, restores the committed snapshot,
+    /// and says where the group consumer starts reading.
     pub(crate) fn open<C: ConsumerContext>(
         shared: &Shared,
         consumer: &BaseConsumer<C>,
@@ -276,57 +42,241 @@ impl Task {
         partition: i32,
     ) -> Result<(Task, Offset)> {
         let started = Instant::now();
+        let (task, start) = match &shared.repartition {
+            Some(r) if r.tasks_topic == topic => {
+                let t = WindowTask::open(shared, consumer, restorer, partition)?;
+                (Task::Window(Box::new(t)), Offset::Beginning)
+            }
+            _ => {
+                let (t, start) = InputTask::open(shared, consumer, restorer, topic, partition)?;
+                (Task::Input(Box::new(t)), start)
+            }
+        };
+        let txn = task.txn();
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(task = %txn.id, generation = %txn.generation(), start = ?start,
+            restore_ms = ms, "task {} opened: {}, reading from {start:?} ({ms} ms)",
+            txn.id, task.restored_text());
+        shared.job.metrics.event(
+            "info",
+            format!(
+                "task {} opened in {ms} ms: {}",
+                txn.id,
+                task.restored_text()
+            ),
+        );
+        Ok((task, start))
+    }
+
+    fn txn(&self) -> &TaskTxn {
+        match self {
+            Task::Input(t) => &t.txn,
+            Task::Window(t) => t.txn(),
+        }
+    }
+
+    fn restored_text(&self) -> String {
+        match self.restored_mark() {
+            Some((g, n)) => format!("restored checkpoint {n} of generation {g}"),
+            None => "no checkpoint, empty state".to_string(),
+        }
+    }
+
+    fn restored_mark(&self) -> Option<(String, u64)> {
+        match self {
+            Task::Input(t) => t.restored.clone(),
+            Task::Window(t) => t.restored(),
+        }
+    }
+
+    /// The task's name: `topic/partition`, or `<repartition topic>/q`.
+    pub(crate) fn id(&self) -> &str {
+        &self.txn().id
+    }
+
+    /// True when the task started from a checkpoint.
+    pub(crate) fn restored(&self) -> bool {
+        self.txn().restored()
+    }
+
+    /// Keeps a message the group consumer polled for this task (window tasks read
+    /// their own partitions: false).
+    pub(crate) fn buffer(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        if let Task::Input(t) = self {
+            t.pending.push(offset, key, value);
+            t.last_input = Instant::now();
+        }
+    }
+
+    /// Pushes what the task has read through its chain.
+    pub(crate) fn process<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        restorer: &BaseConsumer,
+    ) -> Result<()> {
+        match self {
+            Task::Input(t) => t.process_pending(),
+            Task::Window(t) => t.poll(consumer, restorer),
+        }
+    }
+
+    /// Commits a checkpoint if there is anything to commit.
+    pub(crate) fn checkpoint<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> std::result::Result<bool, CheckpointError> {
+        match self {
+            Task::Input(t) => t.checkpoint(consumer),
+            Task::Window(t) => t.checkpoint(consumer),
+        }
+    }
+
+    /// Gives the task up after a failure: its open transaction is aborted.
+    pub(crate) fn abort(self) {
+        match self {
+            Task::Input(t) => t.txn.abort(),
+            Task::Window(t) => t.abort(),
+        }
+    }
+}
+
+/// Reads the group's committed offsets of `partitions` (topic, partition).
+pub(crate) fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: &[(&str, i32)],
+    task: &str,
+) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in partitions {
+        tpl.add_partition(t, *p);
+    }
+    consumer.committed_offsets(tpl, TXN_TIMEOUT).map_err(|e| {
+        Error::runtime(format!(
+            "task {task}: cannot read the committed offsets: {e}"
+        ))
+    })
+}
+
+/// The committed offset of (`topic`, `partition`) in `committed`, if there is one.
+pub(crate) fn offset_in(
+    committed: &TopicPartitionList,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    match committed
+        .find_partition(topic, partition)
+        .map(|e| e.offset())
+    {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    }
+}
+
+/// Restores the snapshot the group's committed changelog offset points at, if any.
+pub(crate) fn restore(
+    restorer: &BaseConsumer,
+    changelog: &str,
+    partition: i32,
+    manifest: Option<i64>,
+    operators: usize,
+) -> Result<Option<(Mark, Vec<Vec<RecordBatch>>)>> {
+    manifest
+        .map(|m| read_snapshot(restorer, changelog, partition, m, operators, TXN_TIMEOUT))
+        .transpose()
+}
+
+/// Where an input task's rows go.
+#[derive(Debug)]
+enum Downstream {
+    /// The job's output (none: the chain ends in its own sink).
+    Output(Option<OutputTarget>),
+    /// The window tasks, through the repartition topic.
+    Shuffle(Shuffle),
+}
+
+/// An input task's side of the repartition topic.
+#[derive(Debug)]
+struct Shuffle {
+    topic: String,
+    layout: Layout,
+    /// The grouping key's columns in the chain's output.
+    keys: Vec<usize>,
+    idle_timeout: Option<Duration>,
+    /// The watermark last committed to every window task.
+    sent: Option<InputWatermark>,
+    hashes: Vec<u64>,
+}
+
+/// One input partition's task.
+#[derive(Debug)]
+pub(crate) struct InputTask {
+    topic: String,
+    partition: i32,
+    txn: TaskTxn,
+    chain: InlineChain,
+    decoder: MessageDecoder,
+    downstream: Downstream,
+    restored: Option<(String, u64)>,
+    /// Messages polled but not yet pushed through the chain.
+    pending: Pending,
+    /// When the last message arrived (or the task opened).
+    last_input: Instant,
+    /// Offset after the last message processed, once one was.
+    next_offset: Option<i64>,
+    metrics: std::sync::Arc<JobMetrics>,
+}
+
+impl InputTask {
+    fn open<C: ConsumerContext>(
+        shared: &Shared,
+        consumer: &BaseConsumer<C>,
+        restorer: &BaseConsumer,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(InputTask, Offset)> {
         let job = &shared.job;
         let id = format!("{topic}/{partition}");
         let tid = format!("{}-{topic}-{partition}", shared.transactional_prefix);
-        let mut config = shared.producer_config.clone();
-        config.set("transactional.id", &tid);
-        let producer: BaseProducer<TaskDeliveries> = config
-            .create_with_context(TaskDeliveries::default())
-            .map_err(|e| Error::runtime(format!("task {id}: cannot create producer: {e}")))?;
-        // Fences every earlier producer of this task and aborts its open transaction.
-        producer
-            .init_transactions(TXN_TIMEOUT)
-            .map_err(|e| Error::runtime(format!("task {id}: cannot start transactions: {e}")))?;
         let changelog = changelog_topic(&job.source.group, topic);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
-        tpl.add_partition(&changelog, partition);
-        let committed = consumer.committed_offsets(tpl, TXN_TIMEOUT).map_err(|e| {
-            Error::runtime(format!("task {id}: cannot read the committed offsets: {e}"))
-        })?;
-        let offset_of = |t: &str| {
-            committed
-                .find_partition(t, partition)
-                .map_or(Offset::Invalid, |e| e.offset())
-        };
-        let committed_offset = offset_of(topic);
+        let mut txn = TaskTxn::fence(shared, &tid, id.clone(), changelog.clone(), partition)?;
+        let committed = committed_offsets(
+            consumer,
+            &[(topic, partition), (&changelog, partition)],
+            &id,
+        )?;
         let mut chain = InlineChain::new((job.make_chain)()?);
-        let mark = match offset_of(&changelog) {
-            Offset::Offset(manifest) => {
-                let (mark, states) = read_snapshot(
-                    restorer,
-                    &changelog,
-                    partition,
-                    manifest,
-                    chain.len(),
-                    TXN_TIMEOUT,
-                )?;
+        let restored = restore(
+            restorer,
+            &changelog,
+            partition,
+            offset_in(&committed, &changelog, partition),
+            chain.len(),
+        )?;
+        let mark = match restored {
+            Some((mark, states)) => {
                 chain.restore(mark.n, states)?;
                 Some(mark)
             }
-            _ => None,
-        };
-        let start = match committed_offset {
-            Offset::Offset(o) => Offset::Offset(o),
-            _ => shared.startup_offset(consumer, topic, partition)?,
-        };
-        producer
-            .begin_transaction()
-            .map_err(|e| Error::runtime(format!("task {id}: cannot begin a transaction: {e}")))?;
-        let output = match &shared.output {
-            Some(o) => Some(OutputTarget::new(o, &producer, partition)?),
             None => None,
+        };
+        let start = match offset_in(&committed, topic, partition) {
+            Some(o) => Offset::Offset(o),
+            None => shared.startup_offset(consumer, topic, partition)?,
+        };
+        txn.start(mark.as_ref())?;
+        let downstream = match &shared.repartition {
+            Some(r) => Downstream::Shuffle(Shuffle {
+                topic: r.data_topic.clone(),
+                layout: r.layout,
+                keys: r.keys.clone(),
+                idle_timeout: job.source.idle_timeout,
+                sent: None,
+                hashes: Vec::new(),
+            }),
+            None => Downstream::Output(match &shared.output {
+                Some(o) => Some(OutputTarget::new(o, txn.producer(), partition)?),
+                None => None,
+            }),
         };
         let decoder = MessageDecoder::new(
             &job.source,
@@ -336,38 +286,24 @@ impl Task {
             job.dead_letters.clone(),
             job.metrics.clone(),
         );
-        let task = Task {
+        let task = InputTask {
             topic: topic.to_string(),
             partition,
-            id,
+            txn,
             chain,
             decoder,
-            producer,
-            output,
-            changelog: changelog_topic(&job.source.group, topic),
-            generation: new_generation(),
-            epoch: mark.as_ref().map_or(0, |m| m.n),
-            from: mark.as_ref().map(|m| (m.generation.clone(), m.n)),
+            downstream,
+            restored: mark.map(|m| (m.generation, m.n)),
             pending: Pending::default(),
+            last_input: Instant::now(),
             next_offset: None,
             metrics: job.metrics.clone(),
         };
-        let restored = match &mark {
-            Some(m) => format!("restored checkpoint {} of generation {}", m.n, m.generation),
-            None => "no checkpoint, empty state".to_string(),
-        };
-        let ms = started.elapsed().as_millis() as u64;
-        tracing::info!(task = %task.id, generation = %task.generation, start = ?start, restore_ms = ms,
-            "task {} opened: {restored}, reading from {start:?} ({ms} ms)", task.id);
-        job.metrics.event(
-            "info",
-            format!("task {} opened in {ms} ms: {restored}", task.id),
-        );
         Ok((task, start))
     }
 
     /// Pushes the pending messages through the chain and produces what comes out.
-    pub(crate) fn process_pending(&mut self) -> Result<()> {
+    fn process_pending(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -383,144 +319,104 @@ impl Task {
         Ok(())
     }
 
-    fn headers(&self) -> OwnedHeaders {
-        let n = (self.epoch + 1).to_string();
-        let from = from_header(self.from.as_ref());
-        OwnedHeaders::new()
-            .insert(Header {
-                key: H_TASK,
-                value: Some(self.id.as_str()),
-            })
-            .insert(Header {
-                key: H_GEN,
-                value: Some(self.generation.as_str()),
-            })
-            .insert(Header {
-                key: H_CHECKPOINT,
-                value: Some(n.as_str()),
-            })
-            .insert(Header {
-                key: H_FROM,
-                value: Some(from.as_str()),
-            })
-    }
-
-    fn produce(&mut self, outputs: &[arrow::record_batch::RecordBatch]) -> Result<()> {
-        let headers = self.headers();
-        let Some(target) = self.output.as_mut() else {
-            return Ok(());
-        };
-        for b in outputs {
-            let records = target.encoder.encode(b)?;
-            for record in records.iter() {
-                target.send(&self.producer, record, Some(headers.clone()), 0)?;
+    fn produce(&mut self, outputs: &[RecordBatch]) -> Result<()> {
+        match &mut self.downstream {
+            Downstream::Output(None) => {}
+            Downstream::Output(Some(target)) => {
+                let headers = self.txn.headers();
+                for b in outputs {
+                    let records = target.encoder.encode(b)?;
+                    for record in records.iter() {
+                        target.send(self.txn.producer(), record, Some(headers.clone()), 0)?;
+                    }
+                    JobMetrics::add(&self.metrics.records_out, records.len() as u64);
+                }
             }
-            JobMetrics::add(&self.metrics.records_out, records.len() as u64);
+            Downstream::Shuffle(s) => {
+                let (generation, n) = (self.txn.generation(), self.txn.checkpoint());
+                for b in outputs {
+                    for (q, crc, bytes) in split_rows(b, &s.keys, s.layout, &mut s.hashes)? {
+                        let key = record_key(Kind::Rows { crc }, generation, n);
+                        let p = s.layout.data_partition(self.partition, q);
+                        produce(
+                            self.txn.producer(),
+                            &s.topic,
+                            Some(p),
+                            Some(key.as_bytes()),
+                            &bytes,
+                            None,
+                            0,
+                        )?;
+                    }
+                }
+            }
         }
-        self.producer.poll(Duration::ZERO);
+        self.txn.producer().poll(Duration::ZERO);
         Ok(())
     }
 
-    /// Commits checkpoint `epoch + 1` if anything was read since the last one: the
-    /// snapshot goes to the changelog, the offset and the mark to the group, all in the
-    /// open transaction with the output; then the next transaction begins.
-    pub(crate) fn checkpoint<C: ConsumerContext>(
+    /// Writes the task's watermark to every window task when it changed since the last
+    /// commit; true when it did.
+    fn send_watermark(&mut self) -> Result<Option<InputWatermark>> {
+        let Downstream::Shuffle(s) = &self.downstream else {
+            return Ok(None);
+        };
+        let now = InputWatermark {
+            millis: self.chain.watermark().map_or(i64::MIN, |w| w.0),
+            idle: s
+                .idle_timeout
+                .is_some_and(|t| self.last_input.elapsed() >= t),
+        };
+        if s.sent == Some(now) {
+            return Ok(None);
+        }
+        let key = record_key(
+            Kind::Watermark,
+            self.txn.generation(),
+            self.txn.checkpoint(),
+        );
+        let value = now.encode();
+        for q in 0..s.layout.windows {
+            let p = s.layout.data_partition(self.partition, q);
+            produce(
+                self.txn.producer(),
+                &s.topic,
+                Some(p),
+                Some(key.as_bytes()),
+                value.as_bytes(),
+                None,
+                0,
+            )?;
+        }
+        Ok(Some(now))
+    }
+
+    /// Commits checkpoint `n` if anything was read (or, repartitioning, the watermark
+    /// changed) since the last one: the snapshot goes to the changelog, the offset and
+    /// the mark to the group, all in the open transaction with what the task wrote; then
+    /// the next transaction begins.
+    fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> std::result::Result<bool, CheckpointError> {
         self.process_pending()?;
-        let Some(next_offset) = self.next_offset else {
+        let sent = self.send_watermark()?;
+        if self.next_offset.is_none() && sent.is_none() {
             return Ok(false);
-        };
-        let started = Instant::now();
-        let n = self.epoch + 1;
+        }
+        let n = self.txn.checkpoint();
         let states = self.chain.snapshot(n)?;
-        let records = snapshot_records(&states)?;
-        let headers = self.headers();
-        let mut bytes = 0;
-        for (i, r) in records.iter().enumerate() {
-            let mut h = headers.clone();
-            for (k, v) in &r.headers {
-                h = h.insert(Header {
-                    key: k,
-                    value: Some(v.as_str()),
-                });
-            }
-            bytes += r.value.len();
-            let tag = if i == 0 { MANIFEST } else { 0 };
-            produce(
-                &self.producer,
-                &self.changelog,
-                Some(self.partition),
-                Some(r.key.as_bytes()),
-                &r.value,
-                Some(h),
-                tag,
-            )?;
-        }
-        self.producer
-            .flush(TXN_TIMEOUT)
-            .map_err(|e| txn_error(&format!("task {}: flush", self.id), &e))?;
-        let ctx = self.producer.context();
-        if let Some(e) = ctx.failed.lock().ok().and_then(|mut f| f.take()) {
-            return Err(CheckpointError::Failed(Error::runtime(format!(
-                "task {}: a record was not delivered: {e}",
-                self.id
-            ))));
-        }
-        let Some(first) = ctx.manifest_offset.lock().ok().and_then(|mut o| o.take()) else {
-            return Err(CheckpointError::Failed(Error::runtime(format!(
-                "task {}: no delivery report for the snapshot",
-                self.id
-            ))));
-        };
-        // The input position, and where the snapshot's manifest is: committed together.
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next_offset))
-            .and_then(|()| {
-                tpl.add_partition_offset(&self.changelog, self.partition, Offset::Offset(first))
-            })
-            .map_err(|e| txn_error("offset", &e))?;
-        let group = consumer.group_metadata().ok_or_else(|| {
-            CheckpointError::Failed(Error::runtime("the consumer has no group metadata"))
-        })?;
-        self.producer
-            .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)
-            .map_err(|e| txn_error(&format!("task {}: send offsets", self.id), &e))?;
-        self.producer
-            .commit_transaction(TXN_TIMEOUT)
-            .map_err(|e| txn_error(&format!("task {}: commit", self.id), &e))?;
-        self.epoch = n;
+        let offsets: Vec<(&str, i32, i64)> = self
+            .next_offset
+            .map(|o| (self.topic.as_str(), self.partition, o))
+            .into_iter()
+            .collect();
+        self.txn.commit(consumer, &states, &offsets)?;
         self.next_offset = None;
-        self.chain.commit(n)?;
-        self.producer
-            .begin_transaction()
-            .map_err(|e| txn_error(&format!("task {}: begin", self.id), &e))?;
-        let ms = started.elapsed().as_millis() as u64;
-        let stats = &self.metrics.checkpoints;
-        JobMetrics::add(&stats.completed, 1);
-        stats.last_epoch.store(n, Ordering::Relaxed);
-        stats.last_duration_ms.store(ms, Ordering::Relaxed);
-        stats.last_bytes.store(bytes as u64, Ordering::Relaxed);
-        tracing::debug!(task = %self.id, checkpoint = n, ms, bytes, "task checkpoint committed");
-        Ok(true)
-    }
-
-    /// Gives the task up after a failed checkpoint: the open transaction is aborted
-    /// (if the producer still may), so nothing of it becomes visible to read_committed.
-    pub(crate) fn abort(self) {
-        if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
-            tracing::debug!(task = %self.id, "abort: {e}");
+        if let (Downstream::Shuffle(s), Some(w)) = (&mut self.downstream, sent) {
+            s.sent = Some(w);
         }
-    }
-
-    /// True when the task started from a checkpoint.
-    pub(crate) fn restored(&self) -> bool {
-        self.from.is_some()
-    }
-
-    /// The task's id, `topic/partition`.
-    pub(crate) fn id(&self) -> &str {
-        &self.id
+        self.chain.commit(n)?;
+        Ok(true)
     }
 }

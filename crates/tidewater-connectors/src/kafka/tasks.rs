@@ -36,7 +36,9 @@ use tidewater_runtime::Chain;
 use super::block_on;
 use super::changelog::changelog_topic;
 use super::options::{KafkaSinkOptions, KafkaSourceOptions, StartupMode, Topics};
-use super::task::{CheckpointError, TXN_TIMEOUT, Task};
+use super::repartition::{Layout, data_topic, tasks_topic, window_changelog};
+use super::task::Task;
+use super::txn::{CheckpointError, TXN_TIMEOUT};
 
 /// Messages buffered before they are pushed through the tasks' chains.
 const BATCH_MESSAGES: usize = 4096;
@@ -81,8 +83,12 @@ pub struct KafkaJob {
     pub schema: SchemaRef,
     /// The sink.
     pub sink: TaskSink,
-    /// Builds a fresh operator chain for a task (from after decoding to the sink).
+    /// Builds a fresh operator chain for an input partition's task (from after decoding
+    /// to the sink; with `repartition`, the source stage only).
     pub make_chain: Box<dyn Fn() -> Result<Chain> + Send + Sync>,
+    /// Set when the input is not keyed by the grouping key: the window stage runs in
+    /// window tasks behind a repartition topic.
+    pub repartition: Option<Repartition>,
     /// Group members (threads) in this instance.
     pub members: usize,
     /// How often every task commits.
@@ -106,6 +112,33 @@ impl std::fmt::Debug for KafkaJob {
     }
 }
 
+/// The window stage of a repartitioning job.
+pub struct Repartition {
+    /// Builds a window task's chain (the window stage to the sink).
+    pub make_window_chain: Box<dyn Fn() -> Result<Chain> + Send + Sync>,
+    /// The grouping key: these columns of the source stage's output.
+    pub key_columns: Vec<usize>,
+}
+
+impl std::fmt::Debug for Repartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repartition")
+            .field("key_columns", &self.key_columns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every member knows of the repartition topics.
+pub(crate) struct RepartitionShared {
+    pub(crate) layout: Layout,
+    pub(crate) keys: Vec<usize>,
+    pub(crate) data_topic: String,
+    pub(crate) tasks_topic: String,
+    pub(crate) window_changelog: String,
+    pub(crate) input_changelog: String,
+    pub(crate) make_window_chain: Box<dyn Fn() -> Result<Chain> + Send + Sync>,
+}
+
 /// What a Kafka job did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KafkaReport {
@@ -127,6 +160,10 @@ pub(crate) struct Shared {
     pub(crate) producer_config: ClientConfig,
     consumer_config: ClientConfig,
     restorer_config: ClientConfig,
+    /// Window tasks' readers of the repartition topic (assigned, never in the group).
+    pub(crate) reader_config: ClientConfig,
+    /// Set once the repartition topics exist (repartitioning jobs).
+    pub(crate) repartition: Option<RepartitionShared>,
     /// Changelog topics known to exist.
     changelogs: Mutex<HashSet<String>>,
 }
@@ -164,6 +201,11 @@ impl Shared {
             .set("isolation.level", "read_uncommitted")
             // A restore knows what it waits for: no 500 ms fetch waits at the end.
             .set("fetch.wait.max.ms", "10");
+        let mut reader_config = consumer_config.clone();
+        reader_config
+            .set("group.id", format!("{}-tidewater-window", job.source.group))
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "100");
         let output = match &job.sink {
             TaskSink::Kafka(o) => Some(o.clone()),
             TaskSink::InChain => None,
@@ -195,6 +237,8 @@ impl Shared {
             producer_config,
             consumer_config,
             restorer_config,
+            reader_config,
+            repartition: None,
             changelogs: Mutex::default(),
         })
     }
@@ -289,39 +333,98 @@ impl Shared {
         if lock(&self.changelogs).contains(&name) {
             return Ok(());
         }
-        let count = |t: &str| -> Result<usize> {
-            let md = probe
-                .fetch_metadata(Some(t), TXN_TIMEOUT)
-                .map_err(|e| Error::runtime(format!("kafka topic '{t}': {e}")))?;
-            Ok(md
-                .topics()
-                .iter()
-                .find(|m| m.name() == t && m.error().is_none())
-                .map_or(0, |m| m.partitions().len()))
-        };
-        let partitions = count(topic)?;
-        if count(&name)? < partitions {
-            let admin: AdminClient<DefaultClientContext> = self
-                .restorer_config
-                .create()
-                .map_err(|e| Error::runtime(format!("kafka admin client: {e}")))?;
-            let new = NewTopic::new(&name, partitions as i32, TopicReplication::Fixed(1))
-                .set("cleanup.policy", "compact");
-            let opts = AdminOptions::new().operation_timeout(Some(TXN_TIMEOUT));
-            let results = block_on(admin.create_topics([&new], &opts))
-                .map_err(|e| Error::runtime(format!("cannot create changelog '{name}': {e}")))?;
-            for r in results {
-                if let Err((t, code)) = r
-                    && code != RDKafkaErrorCode::TopicAlreadyExists
-                {
-                    return Err(Error::runtime(format!(
-                        "cannot create changelog '{t}': {code}"
-                    )));
-                }
-            }
-            tracing::info!("created changelog topic '{name}' with {partitions} partitions");
-        }
+        let partitions = partition_count(probe, topic)?;
+        self.ensure_topic(probe, &name, partitions, true)?;
         lock(&self.changelogs).insert(name);
+        Ok(())
+    }
+
+    /// Creates `name` with `partitions` partitions unless it exists with as many.
+    fn ensure_topic(
+        &self,
+        probe: &BaseConsumer,
+        name: &str,
+        partitions: usize,
+        compact: bool,
+    ) -> Result<()> {
+        let have = partition_count(probe, name)?;
+        if have >= partitions {
+            return Ok(());
+        }
+        if have > 0 {
+            return Err(Error::runtime(format!(
+                "kafka topic '{name}' has {have} partitions, the job needs {partitions} \
+                 (did the input topic grow? a job's internal topics are sized at its first run)"
+            )));
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .restorer_config
+            .create()
+            .map_err(|e| Error::runtime(format!("kafka admin client: {e}")))?;
+        let mut new = NewTopic::new(name, partitions as i32, TopicReplication::Fixed(1));
+        if compact {
+            new = new.set("cleanup.policy", "compact");
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(TXN_TIMEOUT));
+        let results = block_on(admin.create_topics([&new], &opts))
+            .map_err(|e| Error::runtime(format!("cannot create topic '{name}': {e}")))?;
+        for r in results {
+            if let Err((t, code)) = r
+                && code != RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(Error::runtime(format!("cannot create topic '{t}': {code}")));
+            }
+        }
+        tracing::info!("created topic '{name}' with {partitions} partitions");
+        Ok(())
+    }
+
+    /// Creates the repartition topics of a repartitioning job, sized by its input topic.
+    fn prepare_repartition(&mut self, repartition: Repartition) -> Result<()> {
+        let probe: BaseConsumer = self
+            .restorer_config
+            .create()
+            .map_err(|e| Error::runtime(format!("kafka consumer: {e}")))?;
+        let Topics::Names(names) = &self.job.source.topics else {
+            return Err(Error::config(
+                format!("table '{}', option 'topic-pattern'", self.job.source.table),
+                "a repartitioning job reads one named 'topic'",
+            ));
+        };
+        let [topic] = names.as_slice() else {
+            return Err(Error::config(
+                format!("table '{}', option 'topic'", self.job.source.table),
+                "a repartitioning job reads one topic",
+            ));
+        };
+        let group = &self.job.source.group;
+        let layout = Layout::new(partition_count(&probe, topic)? as i32);
+        let shared = RepartitionShared {
+            layout,
+            keys: repartition.key_columns,
+            data_topic: data_topic(group, topic),
+            tasks_topic: tasks_topic(group, topic),
+            window_changelog: window_changelog(group, topic),
+            input_changelog: changelog_topic(group, topic),
+            make_window_chain: repartition.make_window_chain,
+        };
+        let windows = layout.windows as usize;
+        self.ensure_topic(
+            &probe,
+            &shared.data_topic,
+            layout.data_partitions() as usize,
+            false,
+        )?;
+        self.ensure_topic(&probe, &shared.tasks_topic, windows, false)?;
+        self.ensure_topic(&probe, &shared.window_changelog, windows, true)?;
+        self.ensure_changelog(&probe, topic)?;
+        tracing::info!(
+            "repartitioning '{topic}' by the grouping key: {} input tasks, {windows} window \
+             tasks, through '{}'",
+            layout.inputs,
+            shared.data_topic
+        );
+        self.repartition = Some(shared);
         Ok(())
     }
 
@@ -359,6 +462,18 @@ impl Shared {
             }
         })
     }
+}
+
+/// Partitions of `topic` (0: it does not exist).
+fn partition_count(probe: &BaseConsumer, topic: &str) -> Result<usize> {
+    let md = probe
+        .fetch_metadata(Some(topic), TXN_TIMEOUT)
+        .map_err(|e| Error::runtime(format!("kafka topic '{topic}': {e}")))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|m| m.name() == topic && m.error().is_none())
+        .map_or(0, |m| m.partitions().len()))
 }
 
 type Key = (String, i32);
@@ -464,10 +579,17 @@ impl Member {
     ) -> Option<Offset> {
         let key = (topic.to_string(), partition);
         lock(&self.lost).remove(&key);
-        let opened = self
+        let window = self
             .shared
-            .ensure_changelog(&self.restorer, topic)
-            .and_then(|()| Task::open(&self.shared, consumer, &self.restorer, topic, partition));
+            .repartition
+            .as_ref()
+            .is_some_and(|r| r.tasks_topic == topic);
+        let opened = if window {
+            Ok(())
+        } else {
+            self.shared.ensure_changelog(&self.restorer, topic)
+        }
+        .and_then(|()| Task::open(&self.shared, consumer, &self.restorer, topic, partition));
         match opened {
             Ok((task, start)) => {
                 let stats = &self.shared.job.metrics.partitions;
@@ -541,17 +663,24 @@ impl Member {
             .find(|((t, p), _)| *p == partition && t == topic)
         {
             Some((_, t)) => {
-                t.pending.push(m.offset(), m.key(), m.payload());
+                t.buffer(m.offset(), m.key(), m.payload());
                 true
             }
             None => false,
         }
     }
 
-    fn process_all(&self) {
+    /// Pushes what the tasks have read through their chains: the input tasks', or
+    /// (`windows`) what the window tasks read from the repartition topic.
+    fn process_all<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, windows: bool) {
         let failed: Vec<(Key, Error)> = lock(&self.tasks)
             .iter_mut()
-            .filter_map(|(k, t)| t.process_pending().err().map(|e| (k.clone(), e)))
+            .filter(|(_, t)| matches!(t, Task::Window(_)) == windows)
+            .filter_map(|(k, t)| {
+                t.process(consumer, &self.restorer)
+                    .err()
+                    .map(|e| (k.clone(), e))
+            })
             .collect();
         for (key, e) in failed {
             self.restart(key, e);
@@ -615,8 +744,14 @@ impl Member {
 /// Runs the job until `stop` is set (or a member fails).
 pub fn run(job: KafkaJob) -> Result<KafkaReport> {
     let members = job.members.max(1);
-    let shared = Arc::new(Shared::new(job)?);
+    let mut job = job;
+    let repartition = job.repartition.take();
+    let mut shared = Shared::new(job)?;
     shared.wait_for_broker()?;
+    if let Some(r) = repartition {
+        shared.prepare_repartition(r)?;
+    }
+    let shared = Arc::new(shared);
     tracing::info!(
         job = %shared.job.name,
         group = %shared.job.source.group,
@@ -681,7 +816,8 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
         .consumer_config
         .create_with_context(ctx)
         .map_err(|e| Error::runtime(format!("kafka consumer: {e}")))?;
-    let subscription = shared.job.source.topics.subscription();
+    let mut subscription = shared.job.source.topics.subscription();
+    subscription.extend(shared.repartition.as_ref().map(|r| r.tasks_topic.clone()));
     let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
@@ -694,7 +830,10 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
         if let Some(e) = lock(&consumer.context().error).take() {
             return Err(e);
         }
-        let idle = match consumer.poll(Duration::from_millis(50)) {
+        // Window tasks read partitions of their own: the loop comes round often for them.
+        let has_windows = shared.repartition.is_some();
+        let wait = Duration::from_millis(if has_windows { 5 } else { 50 });
+        let idle = match consumer.poll(wait) {
             Some(Ok(m)) => {
                 if consumer.context().buffer(&m) {
                     buffered += 1;
@@ -717,8 +856,11 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
             None => true,
         };
         if buffered >= BATCH_MESSAGES || (idle && buffered > 0) {
-            consumer.context().process_all();
+            consumer.context().process_all(&consumer, false);
             buffered = 0;
+        }
+        if has_windows {
+            consumer.context().process_all(&consumer, true);
         }
         // Reading the clock per message costs more than the rest of the loop.
         if (idle || buffered % 1024 == 0) && last_checkpoint.elapsed() >= interval {

@@ -133,6 +133,10 @@ pub struct Plan {
     /// chains end before the sink: the partition tasks write to it in their
     /// transactions.
     pub sink_table: (TableOptions, SchemaRef),
+    /// A Kafka source not keyed by the grouping key: its partition tasks run the source
+    /// stage and write to an internal topic keyed by the grouping key, whose tasks run
+    /// the window stage.
+    pub kafka_repartition: bool,
 }
 
 impl Plan {
@@ -162,14 +166,14 @@ impl Plan {
             .or_else(|| o.get("topic-pattern"))
             .unwrap_or("?");
         let flow = &self.dataflow;
-        let names: Vec<String> = flow
-            .source
-            .chains
-            .first()
-            .into_iter()
-            .chain(flow.stages.iter().filter_map(|st| st.chains.first()))
-            .flatten()
-            .map(|op| op.name())
+        let stage_names = |chains: Option<&tidewater_runtime::Chain>| -> Vec<String> {
+            chains.into_iter().flatten().map(|op| op.name()).collect()
+        };
+        let source_ops = stage_names(flow.source.chains.first());
+        let window_ops: Vec<String> = flow
+            .stages
+            .iter()
+            .flat_map(|st| stage_names(st.chains.first()))
             .collect();
         let sink = match self.sink_table.0.get("connector") {
             Some(c) if c.trim().eq_ignore_ascii_case("kafka") => format!(
@@ -178,14 +182,31 @@ impl Plan {
             ),
             _ => String::new(),
         };
-        format!(
+        let head = format!(
             "\nPartition tasks (Kafka Streams model):\n  \
-             group '{group}', {} member(s) in this instance; every partition of '{topic}' \
-             is a task with its own watermark and state\n  \
+             group '{group}', {} member(s) in this instance\n",
+            self.parallelism
+        );
+        if self.kafka_repartition {
+            return format!(
+                "{head}  \
+                 input tasks, one per partition of '{topic}', each with its own watermark: \
+                 decode -> {} -> repartition by the grouping key into \
+                 '{group}-{topic}-repartition' (with the task's watermark)\n  \
+                 window tasks, one per repartition partition, watermark = minimum over the \
+                 input partitions: {}{sink}\n  \
+                 checkpoint (every task): what it wrote, its state snapshot on a changelog \
+                 topic and its input offsets in one Kafka transaction\n",
+                source_ops.join(" -> "),
+                window_ops.join(" -> ")
+            );
+        }
+        let names: Vec<String> = source_ops.into_iter().chain(window_ops).collect();
+        format!(
+            "{head}  every partition of '{topic}' is a task with its own watermark and state\n  \
              each task: decode -> {}{sink}\n  \
              checkpoint: output, state snapshot on '{group}-<topic>-changelog' and input \
              offset in one Kafka transaction\n",
-            self.parallelism,
             names.join(" -> ")
         )
     }
@@ -402,6 +423,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 checkpoint: checkpoint.clone(),
                 source_table: src.table,
                 sink_table: (sink_options, sink_schema),
+                kafka_repartition: false,
             })
         }
         TableFactor::TableFunction { expr, .. } => {
@@ -413,9 +435,8 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 &items,
                 &sink_schema,
             )?;
-            if w.table.is_kafka() {
-                check_keyed_by_grouping_key(&w.table, &w.key_names)?;
-            }
+            let kafka_repartition =
+                w.table.is_kafka() && !keyed_by_grouping_key(&w.table, &w.key_names)?;
             let sinks = sink_ops(
                 &sink_options,
                 &sink_schema,
@@ -459,6 +480,7 @@ pub fn plan_job(job: &JobFile, opts: &PlanOptions) -> Result<Plan> {
                 checkpoint: checkpoint.clone(),
                 source_table: w.table,
                 sink_table: (sink_options, sink_schema),
+                kafka_repartition,
             })
         }
         other => Err(loc.error(format!(
@@ -492,44 +514,43 @@ fn sink_schema(t: &TableDef) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// A Kafka job's tasks each aggregate one partition, so a key's events must all be in
-/// one partition: the source must declare that its messages are keyed by the grouping
-/// key ('key.fields'). Repartitioning through an internal topic (when they are not) is
-/// not built yet.
-fn check_keyed_by_grouping_key(table: &SourceTable, group_keys: &[String]) -> Result<()> {
+/// Whether a Kafka source's messages are keyed by the grouping key ('key.fields'), so
+/// that each partition task can aggregate its partition alone. When they are not, the
+/// job repartitions through an internal topic, which needs one named input topic (the
+/// internal topics are named after it and sized by its partitions).
+fn keyed_by_grouping_key(table: &SourceTable, group_keys: &[String]) -> Result<bool> {
     let o = &table.options;
-    let declared: Vec<String> = o
+    let normal = |s: &str| s.trim().trim_matches('`').to_ascii_lowercase();
+    let mut have: Vec<String> = o
         .get("key.fields")
         .unwrap_or_default()
         .split(';')
-        .map(|s| s.trim().trim_matches('`').to_ascii_lowercase())
+        .map(normal)
         .filter(|s| !s.is_empty())
         .collect();
-    let mut wanted: Vec<String> = group_keys
-        .iter()
-        .map(|k| k.trim().trim_matches('`').to_ascii_lowercase())
-        .collect();
-    let mut have = declared.clone();
+    let mut wanted: Vec<String> = group_keys.iter().map(|k| normal(k)).collect();
     wanted.sort();
     have.sort();
     if wanted == have {
-        return Ok(());
+        return Ok(true);
     }
-    Err(o.error(
-        "key.fields",
-        format!(
-            "each partition of a Kafka source is aggregated on its own, so its messages \
-             must be keyed by the grouping key: declare 'key.format' and 'key.fields' = \
-             '{}' (the message key decides the partition); the table declares {}. \
-             Repartitioning input keyed otherwise is not supported yet",
-            group_keys.join(";"),
-            if declared.is_empty() {
-                "no key".to_string()
+    let single = o.get("topic").is_some_and(|t| !t.contains(';'));
+    if !single {
+        return Err(o.error(
+            if o.get("topic").is_some() {
+                "topic"
             } else {
-                format!("'{}'", declared.join(";"))
-            }
-        ),
-    ))
+                "topic-pattern"
+            },
+            format!(
+                "the messages are not keyed by the grouping key, so the job repartitions \
+                 them through an internal topic, which needs one named 'topic'; or declare \
+                 'key.format' and 'key.fields' = '{}' if the producers key them so",
+                group_keys.join(";")
+            ),
+        ));
+    }
+    Ok(false)
 }
 
 /// The sink operator of each subtask, or `None` each when the partition tasks of a
