@@ -31,27 +31,20 @@
 mod kafka_job;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_job::broker::Broker;
 use kafka_job::classic;
 use kafka_job::{
-    InputProducer, Instance, Mark, POLL_EVERY, Scenario, Verdict, Watcher, complete_and_stop,
-    expected_rows, owned_tasks, produce_paced, sentinel_ts, short,
+    InputProducer, Instance, Mark, Scenario, Watcher, complete_and_stop, env_or, expected_rows,
+    observe_takeover, owned_tasks, print_opened, produce_paced, sentinel_ts, short,
+    wait_for_kill_moment, wait_until,
 };
 
 /// One group member per instance (an instance runs one per unit of parallelism): three
 /// instances then split the 4 partitions 2/1/1, so the one killed surely owns some, and
 /// a fourth joining two survivors gets a share.
 const ONE_MEMBER: [&str; 2] = ["-p", "1"];
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The input partition of key `k<i>` when a test places keys itself: `i % partitions`.
 fn key_index_partition(partitions: i32) -> impl Fn(&str) -> i32 {
@@ -62,48 +55,6 @@ fn key_index_partition(partitions: i32) -> impl Fn(&str) -> i32 {
             .unwrap_or_else(|| panic!("key {key:?} is not k<i>"));
         i % partitions
     }
-}
-
-/// Polls every [`POLL_EVERY`] until `done` holds for the verdict; panics after
-/// `patience` or when an instance of `running` has ended.
-fn wait_until(
-    watcher: &mut Watcher,
-    running: &mut [&mut Instance],
-    patience: Duration,
-    what: &str,
-    mut done: impl FnMut(&Verdict) -> bool,
-) -> Verdict {
-    let began = Instant::now();
-    loop {
-        watcher.poll();
-        let v = watcher.verdict(None);
-        if done(&v) {
-            return v;
-        }
-        for i in running.iter_mut() {
-            if let Err(e) = i.check_running() {
-                panic!("waiting for {what}: {e}\nbroker state: {}", v.summary());
-            }
-        }
-        assert!(
-            began.elapsed() < patience,
-            "no {what} within {patience:?}: marks {:?}; {}",
-            v.marks,
-            v.summary()
-        );
-        thread::sleep(POLL_EVERY);
-    }
-}
-
-/// How one partition fared after the kill.
-#[derive(Debug, Default)]
-struct Takeover {
-    /// The mark advanced in the generation it had at the kill: a survivor's partition.
-    advanced: bool,
-    /// A new generation committed, when (after the kill) and which.
-    moved: Option<(Duration, String)>,
-    /// The new generation's first committed output, when (after the kill).
-    output: Option<Duration>,
 }
 
 #[test]
@@ -131,33 +82,15 @@ fn three_instances_one_killed_fourth_joins_exactly_once() {
     let mut b = s.spawn("b", &ONE_MEMBER);
     let mut c = s.spawn("c", &ONE_MEMBER);
 
-    // Every partition has committed, and has committed again since: the group is at work.
-    let first = wait_until(
-        &mut watcher,
-        &mut [&mut a, &mut b, &mut c],
-        Duration::from_secs(60),
-        "committed marks on all 4 partitions",
-        |v| v.marks.len() == 4,
-    );
-    let m0 = first.marks.clone();
-    // ... and, as far as its log tells, a holds a partition (given up on after 30 s: the
-    // kill then still tests a member leaving).
+    // Every partition has committed, and has committed again since: the group is at work;
+    // and, as far as its log tells, a holds a partition (given up on after 30 s: the kill
+    // then still tests a member leaving).
     let a_log = a.stderr.clone();
-    let since = Instant::now();
-    let at_kill = wait_until(
+    let at_kill = wait_for_kill_moment(
         &mut watcher,
         &mut [&mut a, &mut b, &mut c],
-        Duration::from_secs(60),
-        "a second commit on every partition",
-        |v| {
-            let advanced = (0..4).all(|p| {
-                let (now, then) = (v.marks.get(&p), m0.get(&p));
-                now.is_some() && now != then
-            });
-            let a_owns =
-                !owned_tasks(&std::fs::read_to_string(&a_log).unwrap_or_default()).is_empty();
-            advanced && (a_owns || since.elapsed() > Duration::from_secs(30))
-        },
+        &a_log,
+        s.input_partitions,
     );
     let marks_at_kill: BTreeMap<i32, Mark> = at_kill.marks.clone();
     eprintln!(
@@ -174,72 +107,13 @@ fn three_instances_one_killed_fourth_joins_exactly_once() {
 
     // Which partitions were a's (their generation never commits again) and how long
     // until another instance committed them, and their output. Observed, not asserted.
-    let mut fate: BTreeMap<i32, Takeover> = (0..4).map(|p| (p, Takeover::default())).collect();
-    let takeover_patience = Duration::from_secs(60);
-    while killed_at.elapsed() < takeover_patience {
-        watcher.poll();
-        let v = watcher.verdict(None);
-        for (p, f) in &mut fate {
-            let (Some(now), Some(then)) = (v.marks.get(p), marks_at_kill.get(p)) else {
-                continue;
-            };
-            if now.g == then.g && now.n > then.n {
-                f.advanced = true;
-            }
-            if now.g != then.g && f.moved.is_none() {
-                f.moved = Some((killed_at.elapsed(), now.g.clone()));
-            }
-            if let Some((_, g)) = &f.moved
-                && f.output.is_none()
-                && v.committed_records
-                    .iter()
-                    .any(|(t, _)| t.task == s.task(*p) && &t.generation == g)
-            {
-                f.output = Some(killed_at.elapsed());
-            }
-        }
-        let settled = fate
-            .values()
-            .all(|f| f.advanced || (f.moved.is_some() && f.output.is_some()));
-        if settled {
-            break;
-        }
-        for i in [&mut b, &mut c] {
-            if let Err(e) = i.check_running() {
-                panic!("after the kill: {e}");
-            }
-        }
-        thread::sleep(POLL_EVERY);
-    }
-    let mut a_partitions = Vec::new();
-    for (p, f) in &fate {
-        match (&f.moved, f.advanced) {
-            (Some((after, g)), false) => {
-                a_partitions.push(*p);
-                eprintln!(
-                    "RECOVERY p{p} (a's): generation {} committed {:.2} s after the kill; first \
-                     committed output of it {}",
-                    short(g),
-                    after.as_secs_f64(),
-                    f.output.map_or("none yet".to_string(), |d| format!(
-                        "{:.2} s after the kill",
-                        d.as_secs_f64()
-                    ))
-                );
-            }
-            (None, false) => eprintln!(
-                "RECOVERY p{p}: no commit at all in the {takeover_patience:?} after the kill"
-            ),
-            (moved, true) => eprintln!(
-                "RECOVERY p{p} (a survivor's): kept committing{}",
-                moved.as_ref().map_or(String::new(), |(d, g)| format!(
-                    ", then moved to generation {} after {:.2} s",
-                    short(g),
-                    d.as_secs_f64()
-                ))
-            ),
-        }
-    }
+    let a_partitions = observe_takeover(
+        &mut watcher,
+        &s,
+        &mut [&mut b, &mut c],
+        &marks_at_kill,
+        killed_at,
+    );
     if a_partitions.is_empty() {
         eprintln!("NOTE: the killed instance had no partition at the time of the kill");
     }
@@ -270,20 +144,7 @@ fn three_instances_one_killed_fourth_joins_exactly_once() {
     );
     let generations: BTreeMap<i32, usize> = v.chains.iter().map(|(p, c)| (*p, c.len())).collect();
     eprintln!("committed generations per partition: {generations:?}");
-    for i in [&a, &b, &c, &d] {
-        let opened: Vec<String> = i
-            .log()
-            .lines()
-            .filter(|l| l.contains("opened"))
-            .map(|l| {
-                l.split("tidewater_connectors::kafka::")
-                    .last()
-                    .unwrap_or(l)
-                    .to_string()
-            })
-            .collect();
-        eprintln!("[{}] tasks opened: {opened:#?}", i.name);
-    }
+    print_opened(&[&a, &b, &c, &d]);
 }
 
 #[test]

@@ -5,10 +5,14 @@
 //!
 //! - [`Scenario`]: unique topics, group and transactional-id prefix on one broker, the
 //!   job file (HOP 2 s / 10 s, SUM and COUNT by key, Kafka in, exactly-once Kafka out)
-//!   and [`Instance`]s of `tidewater run` started on it.
-//! - [`InputProducer`]: the classic dataset as JSON messages keyed by key, with the
-//!   partition and offset of every delivered message, and the sentinels that end the
-//!   input (one far-future event per partition, so that every real window fires).
+//!   and [`Instance`]s of `tidewater run` started on it. The source is keyed by the
+//!   grouping key ([`Scenario::new`]: whole-partition tasks) or not
+//!   ([`Scenario::unkeyed`]: the engine repartitions through internal topics, and
+//!   window tasks write the output).
+//! - [`InputProducer`]: the classic dataset as JSON messages keyed by key (or spread
+//!   over the partitions regardless of key, [`Placement`]), with the partition and
+//!   offset of every delivered message, and the sentinels that end the input (one
+//!   far-future event per partition, so that every real window fires).
 //! - [`expected_rows`]: the naive oracle of `tidewater-window` for the job.
 //! - [`Watcher`]: reads the output topic (every visible record, aborted ones included:
 //!   the pinned tansu shows them even to read_committed consumers), the changelog topic
@@ -29,6 +33,12 @@
 //! `(from'.n, from.n]`, where `from'` is in the manifest of snapshot `from`; and so on
 //! back to a fresh start. An output record is committed exactly when its headers
 //! `tidewater.task`, `tidewater.generation` and `tidewater.checkpoint` lie on that chain.
+//!
+//! A repartitioned job ([`Scenario::unkeyed`]) is judged the same way, per window task
+//! `q` (task `<group>-<input>-repartition/<q>`) over its changelog
+//! `<group>-<input>-repartition-changelog`, partition `q`, instead of per input
+//! partition over the input changelog ([`Judged`]); its window tasks commit no input
+//! offset, so completion is judged by the committed output rows alone.
 #![allow(dead_code)]
 
 #[path = "broker.rs"]
@@ -41,11 +51,15 @@ mod input;
 mod judge;
 #[path = "../../crates/tidewater-window/tests/common/oracle.rs"]
 pub mod oracle;
+#[path = "kafka_job/scaleout.rs"]
+mod scaleout;
 #[path = "kafka_job/verdicts.rs"]
 mod verdicts;
 
 pub use input::*;
 pub use judge::*;
+#[allow(unused_imports)] // the single-instance tests need none of it
+pub use scaleout::*;
 pub use verdicts::*;
 
 use std::collections::BTreeSet;
@@ -113,6 +127,10 @@ pub struct Scenario {
     /// 'sink.partitioner': `fixed` on the pinned tansu when every task can have an
     /// output partition of its own (see [`Scenario::new`]), otherwise `default`.
     pub sink_partitioner: &'static str,
+    /// Whether the source declares the grouping key as its message key ('key.format',
+    /// 'key.fields'), so that every input partition is a whole task; when not, the
+    /// engine repartitions and window tasks write the output.
+    pub keyed: bool,
     pub dir: tempfile::TempDir,
     pub job: PathBuf,
     pub dead_letters: PathBuf,
@@ -138,6 +156,45 @@ impl Scenario {
         input_partitions: i32,
         output_partitions: i32,
         extra_source_options: &[(&str, &str)],
+    ) -> Scenario {
+        Scenario::create(
+            broker,
+            name,
+            input_partitions,
+            output_partitions,
+            extra_source_options,
+            true,
+        )
+    }
+
+    /// As [`Scenario::new`], but the source table has no 'key.format' / 'key.fields':
+    /// the input is not keyed by the grouping key, so the engine repartitions it. The
+    /// output is written by the window tasks ([`Scenario::window_task`]), one per input
+    /// partition, so the same output partition count rule applies.
+    pub fn unkeyed(
+        broker: &Broker,
+        name: &str,
+        input_partitions: i32,
+        output_partitions: i32,
+        extra_source_options: &[(&str, &str)],
+    ) -> Scenario {
+        Scenario::create(
+            broker,
+            name,
+            input_partitions,
+            output_partitions,
+            extra_source_options,
+            false,
+        )
+    }
+
+    fn create(
+        broker: &Broker,
+        name: &str,
+        input_partitions: i32,
+        output_partitions: i32,
+        extra_source_options: &[(&str, &str)],
+        keyed: bool,
     ) -> Scenario {
         let input = unique_name(&format!("{name}-in"));
         let output = unique_name(&format!("{name}-out"));
@@ -165,6 +222,7 @@ impl Scenario {
             input_partitions,
             output_partitions,
             sink_partitioner,
+            keyed,
             job: dir.path().join("job.sql"),
             dead_letters: dir.path().join("dead-letters.jsonl"),
             dir,
@@ -184,9 +242,62 @@ impl Scenario {
         format!("{}/{p}", self.input)
     }
 
-    /// The classic job over Kafka: checkpoints every 300 ms, JSON in (the grouping key
-    /// is also the message key, as the engine requires), JSON out, exactly-once sink.
+    /// A repartitioned job's data topic (N x N partitions for N input partitions).
+    pub fn repartition_topic(&self) -> String {
+        format!("{}-{}-repartition", self.group, self.input)
+    }
+
+    /// A repartitioned job's task topic (N partitions, never written): the group's
+    /// assignment of its partition `q` decides who runs window task `q`.
+    pub fn repartition_tasks_topic(&self) -> String {
+        format!("{}-tasks", self.repartition_topic())
+    }
+
+    /// A repartitioned job's changelog of the window tasks: task `q` on partition `q`.
+    pub fn repartition_changelog(&self) -> String {
+        format!("{}-changelog", self.repartition_topic())
+    }
+
+    /// The name of window task `q` of a repartitioned job (header `tidewater.task`).
+    pub fn window_task(&self, q: i32) -> String {
+        format!("{}/{q}", self.repartition_topic())
+    }
+
+    /// The task that writes output and keeps its snapshots on partition `k` of the
+    /// judged changelog: input partition `k`'s task, or window task `k` when unkeyed.
+    pub fn output_task(&self, k: i32) -> String {
+        if self.keyed {
+            self.task(k)
+        } else {
+            self.window_task(k)
+        }
+    }
+
+    /// The tasks that write the output, and where their snapshots are: what the
+    /// [`Watcher`] judges. One per input partition either way.
+    pub fn judged(&self) -> Judged {
+        Judged {
+            changelog: if self.keyed {
+                self.changelog()
+            } else {
+                self.repartition_changelog()
+            },
+            tasks: (0..self.input_partitions)
+                .map(|k| (self.output_task(k), k))
+                .collect(),
+            whole_partition: self.keyed,
+        }
+    }
+
+    /// The classic job over Kafka: checkpoints every 300 ms, JSON in (keyed: the
+    /// grouping key is also the message key; unkeyed: the message key is not read at
+    /// all), JSON out, exactly-once sink.
     pub fn job_sql(&self, extra_source_options: &[(&str, &str)]) -> String {
+        let key = if self.keyed {
+            "\n  'key.format' = 'raw',\n  'key.fields' = 'key',"
+        } else {
+            ""
+        };
         let mut extra = String::new();
         for (k, v) in extra_source_options {
             let _ = write!(extra, ",\n  '{k}' = '{v}'");
@@ -205,9 +316,7 @@ CREATE TABLE events (
   'topic' = '{input}',
   'properties.bootstrap.servers' = '{bootstrap}',
   'properties.group.id' = '{group}',
-  'scan.startup.mode' = 'earliest-offset',
-  'key.format' = 'raw',
-  'key.fields' = 'key',
+  'scan.startup.mode' = 'earliest-offset',{key}
   'format' = 'json',
   'properties.session.timeout.ms' = '6000',
   'properties.heartbeat.interval.ms' = '500',

@@ -79,7 +79,16 @@ impl InputProducer {
     /// Sends one message keyed by `key` (to `partition`, or where the partitioner puts
     /// the key), waiting while the queue is full.
     pub fn send(&self, key: &str, payload: &[u8], partition: Option<i32>) {
-        let mut record = BaseRecord::to(&self.topic).key(key).payload(payload);
+        self.send_record(Some(key), payload, partition);
+    }
+
+    /// Sends one message with the key `key` (`None`: no key) to `partition`, or where
+    /// the partitioner puts it, waiting while the queue is full.
+    pub fn send_record(&self, key: Option<&str>, payload: &[u8], partition: Option<i32>) {
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
         if let Some(p) = partition {
             record = record.partition(p);
         }
@@ -100,6 +109,29 @@ impl InputProducer {
         for e in events {
             let payload = event_json(&e.key, e.value, e.ts);
             self.send(&e.key, payload.as_bytes(), partition_of.map(|f| f(&e.key)));
+        }
+    }
+
+    /// Sends the classic events as JSON regardless of their grouping key: `events[j]` is
+    /// event `first + j` of the dataset, and event `i` goes to partition
+    /// `i % partitions` with the message key `message_key(i)` (`None`: no key).
+    pub fn send_spread(
+        &self,
+        events: &[ClassicEvent],
+        first: usize,
+        partitions: i32,
+        message_key: MessageKey,
+    ) {
+        let n = usize::try_from(partitions)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("cannot spread over {partitions} partitions"));
+        for (j, e) in events.iter().enumerate() {
+            let i = first + j;
+            let payload = event_json(&e.key, e.value, e.ts);
+            let partition = i32::try_from(i % n).unwrap_or_else(|e| panic!("{e}"));
+            let key = message_key.of(i);
+            self.send_record(key.as_deref(), payload.as_bytes(), Some(partition));
         }
     }
 
@@ -151,6 +183,37 @@ impl InputProducer {
     }
 }
 
+/// The message key of an input message that is not keyed by the grouping key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKey {
+    /// No key at all.
+    None,
+    /// `e<i>` for event `i`: a key, but not the grouping key.
+    EventIndex,
+}
+
+impl MessageKey {
+    fn of(self, i: usize) -> Option<String> {
+        match self {
+            MessageKey::None => None,
+            MessageKey::EventIndex => Some(format!("e{i}")),
+        }
+    }
+}
+
+/// Where the input events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Keyed by the grouping key, where the producer's partitioner puts the key.
+    ByKey,
+    /// Regardless of the grouping key: event `i` to partition `i % partitions`, with
+    /// the given message key ([`InputProducer::send_spread`]).
+    Spread {
+        partitions: i32,
+        message_key: MessageKey,
+    },
+}
+
 /// Produces `events` (keyed by key, where the partitioner puts them) on a thread of its
 /// own in 100 batches spread over `over`, then one sentinel per partition of
 /// `s.input_partitions`; returns what [`InputProducer::key_partitions`] and
@@ -161,6 +224,18 @@ pub fn produce_paced(
     events: &[ClassicEvent],
     over: Duration,
 ) -> std::thread::JoinHandle<(BTreeMap<String, i32>, BTreeMap<i32, i64>)> {
+    produce_paced_placed(s, events, over, Placement::ByKey)
+}
+
+/// [`produce_paced`] with the events placed by `placement`. With
+/// [`Placement::Spread`] a key is in many partitions, so the map of key partitions
+/// returned is empty.
+pub fn produce_paced_placed(
+    s: &Scenario,
+    events: &[ClassicEvent],
+    over: Duration,
+    placement: Placement,
+) -> std::thread::JoinHandle<(BTreeMap<String, i32>, BTreeMap<i32, i64>)> {
     let bootstrap = s.bootstrap.clone();
     let topic = s.input.clone();
     let partitions = s.input_partitions;
@@ -168,7 +243,8 @@ pub fn produce_paced(
     let events = events.to_vec();
     std::thread::spawn(move || {
         let producer = InputProducer::new(&bootstrap, &topic);
-        let batches = events.chunks(events.len().div_ceil(100).max(1));
+        let size = events.len().div_ceil(100).max(1);
+        let batches = events.chunks(size);
         let step = over / 100;
         let began = Instant::now();
         for (i, batch) in batches.enumerate() {
@@ -176,11 +252,21 @@ pub fn produce_paced(
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
-            producer.send_events(batch, None);
+            match placement {
+                Placement::ByKey => producer.send_events(batch, None),
+                Placement::Spread {
+                    partitions,
+                    message_key,
+                } => producer.send_spread(batch, i * size, partitions, message_key),
+            }
         }
         producer.send_sentinels(0..partitions, sentinel);
         eprintln!("input produced in {:.1} s", began.elapsed().as_secs_f64());
-        (producer.key_partitions(), producer.ends())
+        let key_partitions = match placement {
+            Placement::ByKey => producer.key_partitions(),
+            Placement::Spread { .. } => BTreeMap::new(),
+        };
+        (key_partitions, producer.ends())
     })
 }
 

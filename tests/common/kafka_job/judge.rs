@@ -16,6 +16,32 @@ use super::*;
 // Reading the broker
 // ---------------------------------------------------------------------------------------
 
+/// The tasks that write a job's output and keep their snapshots on one changelog topic:
+/// what the [`Watcher`] judges. Marks, chains and committed offsets of a [`Verdict`] are
+/// keyed by a task's changelog partition.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// The changelog topic of the tasks.
+    pub changelog: String,
+    /// Task name (header `tidewater.task`) -> its changelog partition.
+    pub tasks: BTreeMap<String, i32>,
+    /// Whole-partition tasks: the task on changelog partition `p` reads input partition
+    /// `p` alone and commits its input offset along with its snapshot. When false
+    /// (window tasks of a repartitioned job), no task commits an input offset, and every
+    /// key must be emitted by one task only.
+    pub whole_partition: bool,
+}
+
+impl Judged {
+    /// The task on changelog partition `k`, if any.
+    pub fn task_on(&self, k: i32) -> Option<&str> {
+        self.tasks
+            .iter()
+            .find(|(_, p)| **p == k)
+            .map(|(t, _)| t.as_str())
+    }
+}
+
 /// The commit mark of one task: the manifest the group's committed offset of
 /// `(changelog, p)` points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +54,7 @@ pub struct Mark {
     pub count: u64,
     /// The mark generation `g` restored from; `None`: a fresh start.
     pub from: Option<(String, u64)>,
-    /// The committed input offset, if any.
+    /// The committed input offset, if any (whole-partition tasks only).
     pub input_offset: Option<i64>,
 }
 
@@ -157,6 +183,10 @@ pub fn from_header(from: &Option<(String, u64)>) -> String {
         .map_or(String::new(), |(g, n)| format!("{g}/{n}"))
 }
 
+/// Per judged task `p`: the group's committed offsets of (changelog, p) and, for
+/// whole-partition tasks, of (input, p).
+pub type TaskOffsets = BTreeMap<i32, (Option<i64>, Option<i64>)>;
+
 /// What the broker says at one moment.
 #[derive(Debug, Default)]
 pub struct Verdict {
@@ -169,16 +199,20 @@ pub struct Verdict {
     /// Visible output records not on the chain, by (task, generation, checkpoint):
     /// aborted attempts (or transactions still open).
     pub others: BTreeMap<(String, String, u64), usize>,
-    /// Per input partition: checkpoints of the chain's newest generation whose snapshots
-    /// are on the changelog beyond its committed mark (transactions aborted, still
-    /// open, or whose offsets the broker lost).
+    /// Per judged task (by changelog partition; for whole-partition tasks, the input
+    /// partition): checkpoints of the chain's newest generation whose snapshots are on
+    /// the changelog beyond its committed mark (transactions aborted, still open, or
+    /// whose offsets the broker lost).
     pub beyond_marks: BTreeMap<i32, Vec<u64>>,
-    /// Per input partition: the committed mark, if any.
+    /// Per judged task: the committed mark, if any.
     pub marks: BTreeMap<i32, Mark>,
-    /// Per input partition: the group's committed offsets of (changelog, p) and
-    /// (input, p).
-    pub committed_offsets: BTreeMap<i32, (Option<i64>, Option<i64>)>,
-    /// Per input partition: the chain, newest generation first.
+    /// Per judged task `p`: the group's committed offsets of (changelog, p) and, for
+    /// whole-partition tasks, of (input, p).
+    pub committed_offsets: TaskOffsets,
+    /// Per input partition: the group's committed input offset, whichever tasks read
+    /// the input.
+    pub input_offsets: BTreeMap<i32, i64>,
+    /// Per judged task: the chain, newest generation first.
     pub chains: BTreeMap<i32, Vec<Link>>,
     /// Why a partition's chain cannot be decided yet (records not read yet, or
     /// missing).
@@ -230,12 +264,13 @@ pub fn short(g: &str) -> String {
 }
 
 /// Reads the output topic (read_uncommitted: every record written, committed or not),
-/// the changelog topic once it exists, and the group's committed offsets.
+/// the judged tasks' changelog topic once it exists, and the group's committed offsets.
 pub struct Watcher {
     bootstrap: String,
     input: String,
     output: String,
     changelog: String,
+    judged: Judged,
     input_partitions: i32,
     output_consumer: BaseConsumer,
     changelog_consumer: Option<BaseConsumer>,
@@ -275,7 +310,8 @@ impl Watcher {
             bootstrap: s.bootstrap.clone(),
             input: s.input.clone(),
             output: s.output.clone(),
-            changelog: s.changelog(),
+            changelog: s.judged().changelog,
+            judged: s.judged(),
             input_partitions: s.input_partitions,
             output_consumer,
             changelog_consumer: None,
@@ -391,51 +427,64 @@ impl Watcher {
         Some(consumer)
     }
 
-    /// The group's committed offsets per input partition: of `(changelog, p)` (the
-    /// committed snapshot's manifest) and of `(input, p)`.
-    pub fn committed(&self) -> BTreeMap<i32, (Option<i64>, Option<i64>)> {
+    /// The group's committed offsets per judged task `p`: of `(changelog, p)` (the
+    /// committed snapshot's manifest) and, for whole-partition tasks, of `(input, p)`.
+    pub fn committed(&self) -> TaskOffsets {
+        let (by_task, _) = self.committed_all();
+        by_task
+    }
+
+    /// [`Watcher::committed`], and the group's committed offset of every input
+    /// partition.
+    fn committed_all(&self) -> (TaskOffsets, BTreeMap<i32, i64>) {
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.input_partitions {
             tpl.add_partition(&self.input, p);
-            tpl.add_partition(&self.changelog, p);
+        }
+        for p in self.judged.tasks.values() {
+            tpl.add_partition(&self.changelog, *p);
         }
         let committed = match self.group_reader.committed_offsets(tpl, REQUEST_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("committed offsets: {e}");
-                return BTreeMap::new();
+                return (BTreeMap::new(), BTreeMap::new());
             }
         };
         let mut out: BTreeMap<i32, (Option<i64>, Option<i64>)> = BTreeMap::new();
+        let mut inputs = BTreeMap::new();
         for e in committed.elements() {
             let Offset::Offset(o) = e.offset() else {
                 continue; // nothing committed yet
             };
-            let entry = out.entry(e.partition()).or_default();
             if e.topic() == self.changelog {
-                entry.0 = Some(o);
+                out.entry(e.partition()).or_default().0 = Some(o);
             } else {
-                entry.1 = Some(o);
+                inputs.insert(e.partition(), o);
+                if self.judged.whole_partition {
+                    out.entry(e.partition()).or_default().1 = Some(o);
+                }
             }
         }
-        out
+        (out, inputs)
     }
 
     /// Decides, from the marks and the records read so far, which output records are
     /// committed. `key_partitions` (the input partition of every key), when given, is
-    /// checked against the output records' tasks.
+    /// checked against the output records' tasks (whole-partition tasks); with window
+    /// tasks, every key's committed records must come from one task.
     pub fn verdict(&self, key_partitions: Option<&BTreeMap<String, i32>>) -> Verdict {
-        let committed = self.committed();
+        let (committed, input_offsets) = self.committed_all();
         let mut v = Verdict {
             committed_offsets: committed.clone(),
+            input_offsets,
             output_records: self.outputs.len(),
             changelog_records: self.changes.len(),
             ..Verdict::default()
         };
         v.problems.extend(self.malformed.iter().cloned());
-        let tasks: BTreeMap<String, i32> = (0..self.input_partitions)
-            .map(|p| (format!("{}/{p}", self.input), p))
-            .collect();
+        let tasks = &self.judged.tasks;
+        let task_on = |p: i32| self.judged.task_on(p).unwrap_or("(none)").to_string();
 
         // The changelog: per (partition, generation), its `from` and its snapshots.
         let mut gen_from: HashMap<(i32, &str), &str> = HashMap::new();
@@ -445,8 +494,13 @@ impl Watcher {
             match tasks.get(&r.tag.task) {
                 Some(&p) if p == r.partition => {}
                 _ => v.problems.push(format!(
-                    "changelog record {}@{} (key {:?}) has task {:?}, not {}/{}",
-                    r.partition, r.offset, r.key, r.tag.task, self.input, r.partition
+                    "changelog {} record {}@{} (key {:?}) has task {:?}, not {}",
+                    self.changelog,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.tag.task,
+                    task_on(r.partition)
                 )),
             }
             let from = *gen_from
@@ -518,7 +572,7 @@ impl Watcher {
         }
 
         // The chains.
-        for p in 0..self.input_partitions {
+        for &p in tasks.values() {
             let Some(mark) = v.marks.get(&p).cloned() else {
                 continue;
             };
@@ -626,15 +680,20 @@ impl Watcher {
         }
 
         // The output records.
+        let mut key_tasks: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for r in &self.outputs {
             let Some(&p) = tasks.get(&r.tag.task) else {
                 v.problems.push(format!(
-                    "output {}@{}: task {:?} is not a partition of {}",
-                    r.partition, r.offset, r.tag.task, self.input
+                    "output {}@{}: task {:?} is not one of the tasks that write output: {:?}",
+                    r.partition,
+                    r.offset,
+                    r.tag.task,
+                    tasks.keys().collect::<Vec<_>>()
                 ));
                 continue;
             };
-            if let Some(kp) = key_partitions
+            if self.judged.whole_partition
+                && let Some(kp) = key_partitions
                 && let Some(&key_p) = kp.get(&r.row.0)
                 && key_p != p
             {
@@ -665,6 +724,10 @@ impl Watcher {
                     ));
                 }
                 if r.tag.checkpoint <= l.hi && r.tag.checkpoint > l.lo {
+                    key_tasks
+                        .entry(r.row.0.as_str())
+                        .or_default()
+                        .insert(r.tag.task.as_str());
                     if is_sentinel(&r.row.0) {
                         v.committed_sentinel += 1;
                     } else {
@@ -681,6 +744,17 @@ impl Watcher {
                     r.tag.checkpoint,
                 ))
                 .or_default() += 1;
+        }
+        if !self.judged.whole_partition {
+            for (key, by) in &key_tasks {
+                if by.len() > 1 {
+                    v.problems.push(format!(
+                        "key {key}: committed results from {} window tasks {by:?}; a key's \
+                         events must all go to one window task",
+                        by.len()
+                    ));
+                }
+            }
         }
         v.committed.sort_unstable();
         v

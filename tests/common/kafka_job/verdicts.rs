@@ -189,9 +189,9 @@ pub fn complete_and_stop(
     let v = settle(watcher, Some(key_partitions));
     assert_exactly_once(&v, expected, &format!("{what} (after the graceful stop)"));
     let committed_inputs: BTreeMap<i32, i64> = v
-        .committed_offsets
+        .input_offsets
         .iter()
-        .filter_map(|(p, (_, input))| input.map(|o| (*p, o)))
+        .map(|(p, o)| (*p, *o))
         .filter(|(p, _)| input_ends.contains_key(p))
         .collect();
     assert_eq!(
