@@ -151,6 +151,19 @@ fn parse_manifest(headers: &BTreeMap<String, String>) -> Option<(Mark, u64)> {
     Some((mark, count))
 }
 
+/// Points `reader` at `offset` of `topic`/`partition` (and nothing else).
+fn read_from(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> std::result::Result<(), String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .map_err(|e| e.to_string())?;
+    reader.assign(&tpl).map_err(|e| format!("cannot read: {e}"))
+}
+
 /// Reads only the mark of the manifest at `manifest` (what a window task needs to know
 /// which of an input task's records committed).
 pub(crate) fn read_mark(
@@ -161,12 +174,7 @@ pub(crate) fn read_mark(
     timeout: Duration,
 ) -> Result<Mark> {
     let damaged = |why: String| Error::runtime(format!("changelog {topic}/{partition}: {why}"));
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(manifest))
-        .map_err(|e| damaged(e.to_string()))?;
-    reader
-        .assign(&tpl)
-        .map_err(|e| damaged(format!("cannot read: {e}")))?;
+    read_from(reader, topic, partition, manifest).map_err(damaged)?;
     let deadline = Instant::now() + timeout;
     let found = loop {
         if Instant::now() > deadline {
@@ -203,12 +211,7 @@ pub(crate) fn read_snapshot(
     timeout: Duration,
 ) -> Result<(Mark, Vec<Vec<RecordBatch>>)> {
     let damaged = |why: String| Error::runtime(format!("changelog {topic}/{partition}: {why}"));
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(manifest))
-        .map_err(|e| damaged(e.to_string()))?;
-    reader
-        .assign(&tpl)
-        .map_err(|e| damaged(format!("cannot read: {e}")))?;
+    read_from(reader, topic, partition, manifest).map_err(damaged)?;
     let deadline = Instant::now() + timeout;
     let mut mark: Option<(Mark, u64)> = None;
     let mut found = Vec::new();

@@ -12,6 +12,8 @@
 //!   state snapshot on the changelog topic, input offset).
 //! - `task` / `txn`: an input partition's task, and the transactional side every task
 //!   shares (fencing, the commit of one checkpoint).
+//! - `topics`: the broker and the input checked at start; changelogs and repartition
+//!   topics created on first use.
 //! - `repartition` / `window_task`: input not keyed by the grouping key — input tasks
 //!   write rows and watermarks to an internal topic, window tasks aggregate them and
 //!   apply only records of committed transactions.
@@ -28,6 +30,7 @@ mod sink;
 mod source;
 mod task;
 pub mod tasks;
+mod topics;
 mod txn;
 mod window_task;
 

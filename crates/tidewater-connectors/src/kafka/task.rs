@@ -54,8 +54,12 @@ impl Task {
         };
         let txn = task.txn();
         let ms = started.elapsed().as_millis() as u64;
+        let reading = match &task {
+            Task::Input(_) => format!("{start:?}"),
+            Task::Window(_) => "its committed repartition offsets".to_string(),
+        };
         tracing::info!(task = %txn.id, generation = %txn.generation(), start = ?start,
-            restore_ms = ms, "task {} opened: {}, reading from {start:?} ({ms} ms)",
+            restore_ms = ms, "task {} opened: {}, reading from {reading} ({ms} ms)",
             txn.id, task.restored_text());
         shared.job.metrics.event(
             "info",
@@ -104,7 +108,17 @@ impl Task {
     pub(crate) fn buffer(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
         if let Task::Input(t) = self {
             t.pending.push(offset, key, value);
-            t.last_input = Instant::now();
+            t.quiet_since = None;
+        }
+    }
+
+    /// The member's consumer had nothing to deliver: an input task that has had no
+    /// message since starts (or keeps) counting its quiet time. Counting from empty
+    /// polls, not from the last message, means time spent busy or before the first
+    /// fetch never makes a partition idle.
+    pub(crate) fn note_quiet(&mut self, now: Instant) {
+        if let Task::Input(t) = self {
+            t.quiet_since.get_or_insert(now);
         }
     }
 
@@ -219,8 +233,9 @@ pub(crate) struct InputTask {
     restored: Option<(String, u64)>,
     /// Messages polled but not yet pushed through the chain.
     pending: Pending,
-    /// When the last message arrived (or the task opened).
-    last_input: Instant,
+    /// Since when the consumer has had nothing for this partition (see
+    /// [`Task::note_quiet`]); `None` while messages arrive.
+    quiet_since: Option<Instant>,
     /// Offset after the last message processed, once one was.
     next_offset: Option<i64>,
     metrics: std::sync::Arc<JobMetrics>,
@@ -295,7 +310,7 @@ impl InputTask {
             downstream,
             restored: mark.map(|m| (m.generation, m.n)),
             pending: Pending::default(),
-            last_input: Instant::now(),
+            quiet_since: None,
             next_offset: None,
             metrics: job.metrics.clone(),
         };
@@ -365,7 +380,7 @@ impl InputTask {
             millis: self.chain.watermark().map_or(i64::MIN, |w| w.0),
             idle: s
                 .idle_timeout
-                .is_some_and(|t| self.last_input.elapsed() >= t),
+                .is_some_and(|t| self.quiet_since.is_some_and(|since| since.elapsed() >= t)),
         };
         if s.sent == Some(now) {
             return Ok(None);
