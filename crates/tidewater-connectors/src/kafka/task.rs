@@ -339,13 +339,7 @@ impl InputTask {
             Downstream::Output(None) => {}
             Downstream::Output(Some(target)) => {
                 let headers = self.txn.headers();
-                for b in outputs {
-                    let records = target.encoder.encode(b)?;
-                    for record in records.iter() {
-                        target.send(self.txn.producer(), record, Some(headers.clone()), 0)?;
-                    }
-                    JobMetrics::add(&self.metrics.records_out, records.len() as u64);
-                }
+                target.write(self.txn.producer(), outputs, &headers, &self.metrics)?;
             }
             Downstream::Shuffle(s) => {
                 let (generation, n) = (self.txn.generation(), self.txn.checkpoint());

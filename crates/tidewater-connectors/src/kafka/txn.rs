@@ -104,6 +104,25 @@ impl OutputTarget {
         )
     }
 
+    /// Produces `outputs` as records of the task's open transaction, each with
+    /// `headers`, and counts them.
+    pub(crate) fn write(
+        &mut self,
+        producer: &BaseProducer<TaskDeliveries>,
+        outputs: &[RecordBatch],
+        headers: &OwnedHeaders,
+        metrics: &JobMetrics,
+    ) -> Result<()> {
+        for b in outputs {
+            let records = self.encoder.encode(b)?;
+            for record in records.iter() {
+                self.send(producer, record, Some(headers.clone()), 0)?;
+            }
+            JobMetrics::add(&metrics.records_out, records.len() as u64);
+        }
+        Ok(())
+    }
+
     fn partition(&mut self) -> Option<i32> {
         match self.partitioner {
             Partitioner::Default => None,

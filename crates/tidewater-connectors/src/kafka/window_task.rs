@@ -301,13 +301,7 @@ impl WindowTask {
             return Ok(());
         };
         let headers = self.txn.headers();
-        for b in outputs {
-            let records = target.encoder.encode(b)?;
-            for record in records.iter() {
-                target.send(self.txn.producer(), record, Some(headers.clone()), 0)?;
-            }
-            JobMetrics::add(&self.metrics.records_out, records.len() as u64);
-        }
+        target.write(self.txn.producer(), outputs, &headers, &self.metrics)?;
         self.txn.producer().poll(Duration::ZERO);
         Ok(())
     }
