@@ -21,10 +21,11 @@
 //! still fire every window when every partition gets one. A partition that gets no data
 //! holds every window back, unless 'scan.watermark.idle-timeout' lets it go.
 //!
-//! The tests: three instances, one SIGKILLed and a fourth joining; an empty partition
-//! with an idle timeout; an empty partition without one, holding every window back
-//! until it gets its sentinel. `cargo test --test kafka_repartition -- --nocapture`
-//! shows the progress; `TIDEWATER_KAFKA_EVENTS` sets the dataset size of the
+//! The tests: three instances, one SIGKILLed and a fourth joining; an instance SIGKILLed
+//! while a window task of its has output in its open transaction (which the test broker
+//! then shows, aborted); an empty partition with an idle timeout; an empty partition
+//! without one, holding every window back until it gets its sentinel.
+//! `cargo test --test kafka_repartition -- --nocapture` shows the progress; `TIDEWATER_KAFKA_EVENTS` sets the dataset size of the
 //! multi-instance test, `TIDEWATER_TEST_RUST_LOG` the instances' `RUST_LOG`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -32,14 +33,17 @@
 mod kafka_job;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_job::broker::{Broker, REQUEST_TIMEOUT, unique_name};
 use kafka_job::classic::{self, ClassicEvent};
 use kafka_job::{
-    InputProducer, Mark, MessageKey, Placement, Scenario, Verdict, Watcher, complete_and_stop,
-    env_or, expected_rows, observe_takeover, owned_tasks, print_opened, produce_paced_placed,
-    sentinel_ts, short, wait_for_kill_moment, wait_until,
+    InputProducer, Instance, Mark, MessageKey, Placement, Row, Scenario, Verdict, Watcher,
+    complete_and_stop, env_or, expected_rows, observe_takeover, opened_generations,
+    others_by_attempt, owned_tasks, print_opened, produce_paced_placed,
+    produce_paced_until_hurried, sentinel_ts, short, wait_for_kill_moment, wait_until,
 };
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -286,6 +290,390 @@ fn repartition_three_instances_one_killed_fourth_joins_exactly_once() {
     let generations: BTreeMap<i32, usize> = v.chains.iter().map(|(q, c)| (*q, c.len())).collect();
     eprintln!("committed generations per window task: {generations:?}");
     print_opened(&[&a, &b, &c, &d]);
+}
+
+/// The instances of a test that kills some and starts others: every instance ever
+/// started (their logs say which generations they opened), and which were killed.
+struct Fleet<'a> {
+    s: &'a Scenario,
+    all: Vec<Instance>,
+    killed: BTreeSet<usize>,
+}
+
+impl<'a> Fleet<'a> {
+    fn new(s: &'a Scenario) -> Fleet<'a> {
+        Fleet {
+            s,
+            all: Vec::new(),
+            killed: BTreeSet::new(),
+        }
+    }
+
+    /// Starts one more instance with one group member, named `a`, `b`, `c`, ...
+    fn spawn(&mut self) {
+        let name = char::from(b'a' + u8::try_from(self.all.len()).unwrap()).to_string();
+        let i = self.s.spawn(&name, &ONE_MEMBER);
+        self.all.push(i);
+    }
+
+    fn live(&mut self) -> Vec<&mut Instance> {
+        let killed = &self.killed;
+        self.all
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| !killed.contains(i))
+            .map(|(_, x)| x)
+            .collect()
+    }
+
+    /// The instance whose log says it opened generation `g`, and the task it opened.
+    fn opener(&self, g: &str) -> Option<(usize, String)> {
+        self.all
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| opened_generations(&x.log()).remove(g).map(|t| (i, t)))
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.all[i].name
+    }
+}
+
+/// The window task `q` of a `tidewater.task` header, if it names one of `s`.
+fn window_task_of(s: &Scenario, task: &str) -> Option<i32> {
+    task.strip_prefix(&format!("{}/", s.repartition_topic()))?
+        .parse()
+        .ok()
+}
+
+/// Output records of one transaction of a window task that was open when seen: their
+/// generation is the task's committed mark's, their checkpoint beyond the mark's.
+#[derive(Debug, Clone)]
+struct OpenOutput {
+    q: i32,
+    generation: String,
+    checkpoint: u64,
+    /// The committed mark's checkpoint when seen.
+    mark: u64,
+    records: usize,
+    /// The instance that opened the generation ([`Fleet::opener`]).
+    owner: usize,
+}
+
+/// Polls the broker until a visible output record belongs to an open transaction of a
+/// window task whose generation a live instance of `fleet` opened; panics after
+/// `patience` or when a live instance ends. Each poll fetches for some tens of ms, so
+/// there is no pause between them: the transaction stays open for at most one
+/// checkpoint interval (300 ms).
+fn catch_open_output(
+    watcher: &mut Watcher,
+    fleet: &mut Fleet<'_>,
+    patience: Duration,
+) -> OpenOutput {
+    let s = fleet.s;
+    let began = Instant::now();
+    loop {
+        watcher.poll();
+        let v = watcher.verdict(None);
+        let mut open: BTreeMap<(i32, String, u64), usize> = BTreeMap::new();
+        for r in &watcher.outputs {
+            let Some(q) = window_task_of(s, &r.tag.task) else {
+                continue;
+            };
+            if let Some(m) = v.marks.get(&q)
+                && r.tag.generation == m.g
+                && r.tag.checkpoint > m.n
+            {
+                *open
+                    .entry((q, r.tag.generation.clone(), r.tag.checkpoint))
+                    .or_default() += 1;
+            }
+        }
+        for ((q, generation, checkpoint), records) in open {
+            let Some((owner, task)) = fleet.opener(&generation) else {
+                continue; // its opening not logged yet: next time
+            };
+            if fleet.killed.contains(&owner) {
+                continue; // an attempt killed already: its transaction stays open until fenced
+            }
+            assert_eq!(
+                task,
+                s.window_task(q),
+                "the output record of generation {generation} names window task {q}, but {} \
+                 opened that generation for task {task}",
+                fleet.name(owner)
+            );
+            return OpenOutput {
+                q,
+                generation,
+                checkpoint,
+                mark: v.marks[&q].n,
+                records,
+                owner,
+            };
+        }
+        for i in fleet.live() {
+            if let Err(e) = i.check_running() {
+                panic!(
+                    "waiting for output of an open transaction: {e}\n{}",
+                    v.summary()
+                );
+            }
+        }
+        assert!(
+            began.elapsed() < patience,
+            "no output record of an open window task transaction seen within {patience:?}: {}",
+            v.summary()
+        );
+    }
+}
+
+/// How many times the test kills the owner of an open transaction before it gives up on
+/// the kill landing before the commit.
+const KILL_ATTEMPTS: usize = 10;
+
+/// The instance running a window task is SIGKILLed while that task's transaction holds
+/// output records (visible on the test broker, which shows uncommitted and aborted
+/// records to every consumer): those records must never count. The test watches the
+/// output until it sees records of a window task's generation beyond the task's
+/// committed mark, kills the instance whose log says it opened that generation at once,
+/// and starts a replacement. If the transaction still committed (the kill came after
+/// the commit had left), it tries again on the next open transaction. Once a kill has
+/// left records of an aborted transaction on the output, the rest of the input goes at
+/// once and the job completes. Then: the committed output is the oracle's, exactly once;
+/// the aborted records are visible but off the commit chain; every record off the chain
+/// is of a generation a killed instance opened; and every aborted row is the oracle's
+/// row (the aborted attempt counted nothing twice), committed by another generation.
+#[test]
+fn repartition_window_task_killed_with_output_in_its_open_transaction() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let began = Instant::now();
+    let s = Scenario::unkeyed(&broker, "repart-open", PARTITIONS, PARTITIONS, &[]);
+    // 1 ms of event time per event on average, paced at 1 event per ms: the windows fire
+    // every 2 s of wall time, for up to 60 s if the kills keep missing.
+    let events = classic::classic_events(60_000, 200, 17);
+    let expected = expected_rows(&events);
+    assert_keys_are_spread(&events, 4);
+    let hurry = Arc::new(AtomicBool::new(false));
+    let producing = produce_paced_until_hurried(
+        &s,
+        &events,
+        Duration::from_secs(60),
+        Placement::Spread {
+            partitions: PARTITIONS,
+            message_key: MessageKey::None,
+        },
+        hurry.clone(),
+    );
+
+    let mut watcher = Watcher::new(&broker, &s);
+    let mut fleet = Fleet::new(&s);
+    fleet.spawn();
+    fleet.spawn();
+
+    let mut attempts: Vec<String> = Vec::new();
+    let mut hit: Option<OpenOutput> = None;
+    while hit.is_none() && attempts.len() < KILL_ATTEMPTS {
+        let open = catch_open_output(&mut watcher, &mut fleet, Duration::from_secs(30));
+        let seen_at = Instant::now();
+        let OpenOutput {
+            q,
+            ref generation,
+            checkpoint: c,
+            ..
+        } = open;
+        fleet.all[open.owner].kill();
+        fleet.killed.insert(open.owner);
+        let victim = fleet.name(open.owner).to_string();
+        eprintln!(
+            "attempt {}: killed {victim} {:.0} ms after seeing {} records of window task {q}, \
+             generation {}, checkpoint {c} (committed mark: checkpoint {})",
+            attempts.len() + 1,
+            seen_at.elapsed().as_secs_f64() * 1000.0,
+            open.records,
+            short(generation),
+            open.mark
+        );
+        fleet.spawn();
+
+        // Either the transaction committed after all (the mark reaches its checkpoint in
+        // the killed generation), or another instance has taken the task over and the
+        // chain says where the killed generation's commits ended.
+        let mut live = fleet.live();
+        let after = wait_until(
+            &mut watcher,
+            &mut live,
+            Duration::from_secs(45),
+            &format!(
+                "window task {q} committed past checkpoint {c} of {}, or taken over",
+                short(generation)
+            ),
+            |v| match v.marks.get(&q) {
+                Some(m) if &m.g == generation => m.n >= c,
+                Some(_) => v
+                    .chains
+                    .get(&q)
+                    .is_some_and(|ch| ch.iter().any(|l| &l.generation == generation)),
+                None => false,
+            },
+        );
+        drop(live);
+        let m = &after.marks[&q];
+        let outcome = if &m.g == generation {
+            format!(
+                "missed: the transaction committed (mark {}/{})",
+                short(&m.g),
+                m.n
+            )
+        } else {
+            let chain = &after.chains[&q];
+            let link = chain
+                .iter()
+                .find(|l| &l.generation == generation)
+                .expect("the wait's condition");
+            if link.hi >= c {
+                format!(
+                    "missed: the transaction committed (generation {} committed up to checkpoint \
+                     {}; generation {} restored from it)",
+                    short(generation),
+                    link.hi,
+                    short(&m.g)
+                )
+            } else {
+                hit = Some(open.clone());
+                format!(
+                    "hit: generation {} committed up to checkpoint {} only, its transaction of \
+                     checkpoint {c} was aborted; generation {} restored from checkpoint {}, {:.1} s \
+                     after the kill",
+                    short(generation),
+                    link.hi,
+                    short(&m.g),
+                    link.hi,
+                    seen_at.elapsed().as_secs_f64()
+                )
+            }
+        };
+        eprintln!("attempt {}: {outcome}", attempts.len() + 1);
+        attempts.push(format!("killed {victim}: {outcome}"));
+    }
+    let Some(hit) = hit else {
+        panic!(
+            "in {KILL_ATTEMPTS} attempts, no kill landed while a window task's transaction with \
+             output was still open (each time the transaction committed first): {attempts:#?}"
+        );
+    };
+    hurry.store(true, Ordering::Relaxed);
+    let (_, input_ends) = producing.join().expect("producer thread");
+
+    let mut live = fleet.live();
+    let v = complete_and_stop(
+        &broker,
+        &s,
+        &mut watcher,
+        &mut live,
+        &expected,
+        &BTreeMap::new(),
+        &input_ends,
+        "window task killed with output in its open transaction",
+    );
+    drop(live);
+
+    // The records off the chain: the aborted transaction's among them, and only
+    // generations of killed instances.
+    let off: Vec<_> = watcher
+        .outputs
+        .iter()
+        .filter(|r| {
+            v.others.contains_key(&(
+                r.tag.task.clone(),
+                r.tag.generation.clone(),
+                r.tag.checkpoint,
+            ))
+        })
+        .collect();
+    let hit_task = s.window_task(hit.q);
+    let aborted = off
+        .iter()
+        .filter(|r| {
+            r.tag.task == hit_task
+                && r.tag.generation == hit.generation
+                && r.tag.checkpoint == hit.checkpoint
+        })
+        .count();
+    assert!(
+        aborted >= hit.records,
+        "the {} records of window task {} generation {} checkpoint {c} seen before the kill \
+         must be visible and off the commit chain, but {aborted} are; off the chain: {:?}",
+        hit.records,
+        hit.q,
+        hit.generation,
+        others_by_attempt(&v),
+        c = hit.checkpoint
+    );
+    for r in &off {
+        let opener = fleet.opener(&r.tag.generation);
+        assert!(
+            opener
+                .as_ref()
+                .is_some_and(|(i, t)| fleet.killed.contains(i) && *t == r.tag.task),
+            "output {}@{} (task {}, generation {}, checkpoint {}) is off the commit chain, but \
+             its generation was not opened for that task by a killed instance: {:?} (killed: \
+             {:?})",
+            r.partition,
+            r.offset,
+            r.tag.task,
+            r.tag.generation,
+            r.tag.checkpoint,
+            opener.map(|(i, t)| (fleet.name(i).to_string(), t)),
+            fleet
+                .killed
+                .iter()
+                .map(|i| fleet.name(*i))
+                .collect::<Vec<_>>()
+        );
+    }
+    // Every aborted row is a correct result (the killed attempt applied only committed
+    // input, once), and the same window's committed row is another generation's: the
+    // successor's, counted once by the oracle check above.
+    let oracle: BTreeSet<&Row> = expected.iter().collect();
+    let committed_by: BTreeMap<(&str, i64, i64), &str> = v
+        .committed_records
+        .iter()
+        .map(|(t, r)| ((r.0.as_str(), r.1, r.2), t.generation.as_str()))
+        .collect();
+    for r in off.iter().filter(|r| !kafka_job::is_sentinel(&r.row.0)) {
+        assert!(
+            oracle.contains(&r.row),
+            "the aborted output record {}@{} (generation {}, checkpoint {}) holds {:?}, which is \
+             not a row of the oracle",
+            r.partition,
+            r.offset,
+            r.tag.generation,
+            r.tag.checkpoint,
+            r.row
+        );
+        let by = committed_by.get(&(r.row.0.as_str(), r.row.1, r.row.2));
+        assert!(
+            by.is_some_and(|g| *g != r.tag.generation),
+            "the window of the aborted output record {}@{} ({:?}, generation {}) is committed by \
+             {by:?}, not by another generation",
+            r.partition,
+            r.offset,
+            r.row,
+            r.tag.generation
+        );
+    }
+    eprintln!(
+        "{} kill attempts ({}); {} records off the commit chain, all of killed instances' \
+         generations: {:?}; {:.1} s in all",
+        attempts.len(),
+        attempts.join("; "),
+        off.len(),
+        others_by_attempt(&v),
+        began.elapsed().as_secs_f64()
+    );
 }
 
 /// The classic events of the idle-partition tests, spread by index over partitions

@@ -424,6 +424,33 @@ pub fn owned_tasks(log: &str) -> BTreeSet<String> {
     owned
 }
 
+/// The generations an instance's log says it opened, each with its task: the field
+/// `generation=<g>` of every `task <topic>/<p> opened` line. Unlike [`owned_tasks`] this
+/// is exact: a generation is one attempt of a task, opened by exactly one instance, so an
+/// output record's `tidewater.generation` names the instance that wrote it.
+pub fn opened_generations(log: &str) -> std::collections::BTreeMap<String, String> {
+    let mut opened = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        let Some(at) = line.find("task ") else {
+            continue;
+        };
+        let rest = &line[at + "task ".len()..];
+        let Some((task, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        if !what.starts_with("opened") {
+            continue;
+        }
+        if let Some(g) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("generation="))
+        {
+            opened.insert(g.trim_matches('"').to_string(), task.to_string());
+        }
+    }
+    opened
+}
+
 /// One `tidewater run` process. Dropping it kills the process if it still runs, and
 /// shows its stderr when the test is failing.
 #[derive(Debug)]

@@ -270,6 +270,65 @@ pub fn produce_paced_placed(
     })
 }
 
+/// [`produce_paced_placed`], except that once `hurry` is set the events not sent yet go
+/// at once, without pacing (then the sentinels, as always): for a test that needs the
+/// stream to flow only until something has happened.
+pub fn produce_paced_until_hurried(
+    s: &Scenario,
+    events: &[ClassicEvent],
+    over: Duration,
+    placement: Placement,
+    hurry: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(BTreeMap<String, i32>, BTreeMap<i32, i64>)> {
+    let bootstrap = s.bootstrap.clone();
+    let topic = s.input.clone();
+    let partitions = s.input_partitions;
+    let sentinel = sentinel_ts(events);
+    let events = events.to_vec();
+    std::thread::spawn(move || {
+        let producer = InputProducer::new(&bootstrap, &topic);
+        let size = events.len().div_ceil(100).max(1);
+        let step = over / 100;
+        let began = Instant::now();
+        let mut hurried = None;
+        for (i, batch) in events.chunks(size).enumerate() {
+            let due = began + step * u32::try_from(i).unwrap_or(u32::MAX);
+            while !hurry.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(wait) = due.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                // Pacing, woken every 50 ms to see whether to hurry.
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+            }
+            if hurried.is_none() && hurry.load(std::sync::atomic::Ordering::Relaxed) {
+                hurried = Some((i * size, began.elapsed()));
+            }
+            match placement {
+                Placement::ByKey => producer.send_events(batch, None),
+                Placement::Spread {
+                    partitions,
+                    message_key,
+                } => producer.send_spread(batch, i * size, partitions, message_key),
+            }
+        }
+        producer.send_sentinels(0..partitions, sentinel);
+        eprintln!(
+            "input produced in {:.1} s{}",
+            began.elapsed().as_secs_f64(),
+            hurried.map_or(String::new(), |(sent, at)| format!(
+                " (hurried after {:.1} s, from event {sent} of {})",
+                at.as_secs_f64(),
+                events.len()
+            ))
+        );
+        let key_partitions = match placement {
+            Placement::ByKey => producer.key_partitions(),
+            Placement::Spread { .. } => BTreeMap::new(),
+        };
+        (key_partitions, producer.ends())
+    })
+}
+
 /// The sentinels' event time for a dataset.
 pub fn sentinel_ts(events: &[ClassicEvent]) -> i64 {
     events.iter().map(|e| e.ts).max().unwrap_or(classic::T0) + SENTINEL_LEAD_MS
