@@ -6,14 +6,21 @@
 //!
 //! 1. **Throughput**: one `tidewater run` (release) with `-p P` (`TIDEWATER_BENCH_PARALLELISM`,
 //!    default 2) over the backlog, HOP 2 s / 10 s SUM and COUNT by key into an
-//!    exactly-once Kafka sink. Events per second between the first and the last commit
-//!    of the group's input offsets (group join excluded), and per core.
+//!    exactly-once Kafka sink, from every task open (group join excluded) to the end of the
+//!    run ([`throughput`] says how the end is judged): events per wall-clock second (and
+//!    per core), and, over the same window, the CPU time (utime + stime) of the tidewater
+//!    process and of the broker: events per tidewater CPU-second, per CPU-second of both.
+//!    The job keyed by the grouping key ('key.fields' = key: each partition aggregated on
+//!    its own), and with `TIDEWATER_BENCH_KAFKA_REPARTITION=1` also the same job without
+//!    'key.fields', which repartitions through `<group>-<topic>-repartition`; both read the
+//!    same input topic, each in its own group. `TIDEWATER_BENCH_KAFKA_PERF=<dir>` records a
+//!    `perf` profile of tidewater over each window (see [`start_perf`]).
 //! 2. **Failover**: two instances with `-p 1` over a fresh backlog in a new group; one is
 //!    SIGKILLed after its first commit; the time from the kill until the partitions it
 //!    owned commit again under the survivor (session timeout 6 s).
 //!
-//! The broker runs on the same machine and takes CPU of its own: the figures are the
-//! whole system on loopback, not the engine alone. Output partitions = input partitions
+//! The broker runs on the same machine and takes CPU of its own: events/s is the whole
+//! system on loopback; events per tidewater CPU-second is the engine alone. Output partitions = input partitions
 //! with 'sink.partitioner' = 'fixed', so no two tasks' transactions share a partition:
 //! the pinned tansu loses committed offsets of transactions that do
 //! (docs/kafka-testing.md).
@@ -37,14 +44,28 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidewater");
 
-fn job(bootstrap: &str, input: &str, output: &str, group: &str, dir: &std::path::Path) -> String {
+/// The classic job from `input` to `output`. `keyed`: the source declares the message key
+/// as the grouping key ('key.format' / 'key.fields'), so each partition is aggregated on
+/// its own; otherwise the job repartitions through `<group>-<input>-repartition`.
+fn job(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+    dir: &std::path::Path,
+    keyed: bool,
+) -> String {
+    let key = if keyed {
+        "\n  'key.format' = 'raw', 'key.fields' = 'key',"
+    } else {
+        ""
+    };
     format!(
         "SET 'execution.checkpointing.interval' = '1 s';
 CREATE TABLE events (key STRING, `value` BIGINT, ts BIGINT, event_time AS TO_TIMESTAMP_LTZ(ts, 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '2' SECOND)
 WITH ('connector' = 'kafka', 'topic' = '{input}', 'properties.bootstrap.servers' = '{bootstrap}',
-  'properties.group.id' = '{group}', 'scan.startup.mode' = 'earliest-offset', 'format' = 'json',
-  'key.format' = 'raw', 'key.fields' = 'key',
+  'properties.group.id' = '{group}', 'scan.startup.mode' = 'earliest-offset', 'format' = 'json',{key}
   'properties.session.timeout.ms' = '6000', 'properties.heartbeat.interval.ms' = '500',
   'dead-letter.path' = '{dead}');
 CREATE TABLE results (key STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), total BIGINT, cnt BIGINT)
@@ -132,9 +153,19 @@ fn produce(broker: &Broker, topic: &str, partitions: i32, events: u64) {
 /// The group's committed input offsets (the end of input is counted by the producer:
 /// tansu's high watermarks are wrong).
 fn committed(reader: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    committed_in(reader, &[(topic, partitions)])
+        .into_iter()
+        .map(|((_, p), o)| (p, o))
+        .collect()
+}
+
+/// The group's committed offsets of several topics, in one request.
+fn committed_in(reader: &BaseConsumer, topics: &[(&str, i32)]) -> BTreeMap<(String, i32), i64> {
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            tpl.add_partition(topic, p);
+        }
     }
     let Ok(c) = reader.committed_offsets(tpl, Duration::from_secs(10)) else {
         return BTreeMap::new();
@@ -142,7 +173,7 @@ fn committed(reader: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i3
     c.elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
             _ => None,
         })
         .collect()
@@ -201,73 +232,313 @@ fn spawn(job: &std::path::Path, p: usize, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
+/// How long the committed offsets of a repartitioning job must stand still, once every
+/// input offset is committed, before the run is judged over (its window tasks commit
+/// every second while they have anything to apply).
+const STABLE: Duration = Duration::from_secs(5);
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times: `getconf CLK_TCK`, or 100
+/// (assumed, the second value `true`) when it cannot be read.
+fn clock_ticks() -> (f64, bool) {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .map_or((100.0, true), |t| (t, false))
+}
+
+/// CPU time a process has used so far (utime + stime of all its threads, in clock ticks),
+/// or `None` when it cannot be read.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces and parentheses): field 3 (state)
+    // first, so utime (field 14) and stime (15) are the 12th and 13th.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// A moment of a run, with the CPU ticks used so far by tidewater, the broker and this
+/// benchmark process (its offset polling).
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    at: Instant,
+    tidewater: Option<u64>,
+    broker: Option<u64>,
+    bench: Option<u64>,
+}
+
+impl Moment {
+    fn now(tidewater: u32, broker: Option<u32>) -> Moment {
+        Moment {
+            at: Instant::now(),
+            tidewater: cpu_ticks(tidewater),
+            broker: broker.and_then(cpu_ticks),
+            bench: cpu_ticks(std::process::id()),
+        }
+    }
+}
+
+/// What one throughput run measured.
+#[derive(Debug)]
+struct Run {
+    /// From every task open to the end.
+    secs: f64,
+    /// From process start to the end.
+    since_start: f64,
+    /// CPU seconds in the same window.
+    tidewater_cpu: Option<f64>,
+    broker_cpu: Option<f64>,
+    bench_cpu: Option<f64>,
+    /// Records in the output topic (read_committed) after the run.
+    output: u64,
+    /// Load average (1 min) at the first and the last moment.
+    load: (String, String),
+}
+
+/// `perf record` of the tidewater process over the measured window, when
+/// `TIDEWATER_BENCH_KAFKA_PERF` names a directory (`<dir>/<case>.perf.data`; extra
+/// arguments in `TIDEWATER_BENCH_KAFKA_PERF_ARGS`, default `-F 999 -g`). perf takes CPU of
+/// its own: figures of a profiled run are not throughput figures.
+fn start_perf(pid: u32, case: &str) -> Option<Child> {
+    let dir = std::env::var_os("TIDEWATER_BENCH_KAFKA_PERF")?;
+    let args = std::env::var("TIDEWATER_BENCH_KAFKA_PERF_ARGS")
+        .unwrap_or_else(|_| "-F 999 -g".to_string());
+    let out = std::path::Path::new(&dir).join(format!("{case}.perf.data"));
+    eprintln!("perf record {args} -p {pid} -o {}", out.display());
+    Command::new("perf")
+        .arg("record")
+        .args(args.split_whitespace())
+        .args(["-p", &pid.to_string(), "-o", out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+/// Records in `topic` as a read_committed consumer sees them: read from the beginning
+/// until nothing more arrives for 3 s.
+fn count_output(broker: &Broker, topic: &str, partitions: i32) -> u64 {
+    let consumer: BaseConsumer = broker.consumer(&[
+        ("group.id", &unique_name("bench-count")),
+        ("enable.auto.commit", "false"),
+        ("isolation.level", "read_committed"),
+    ]);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = 0;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            got += 1;
+            quiet_since = Instant::now();
+        }
+    }
+    got
+}
+
+/// One `tidewater run -p p` of the classic job over the backlog of `input` (`total`
+/// messages), in a new group into a new output topic. The window starts when every task
+/// has opened (group join excluded). Keyed: it ends at the first poll that finds every
+/// input offset committed (each task commits its output with its offsets). Repartitioning:
+/// the input tasks commit the input offsets, the window tasks the repartition topic's, so
+/// it ends at the last change of either, once every input offset is committed and nothing
+/// has changed for [`STABLE`]; that the window tasks commit nothing after it is checked
+/// once the process has stopped.
+fn throughput(
+    broker: &Broker,
+    dir: &std::path::Path,
+    input: &str,
+    partitions: i32,
+    total: i64,
+    p: usize,
+    keyed: bool,
+) -> Run {
+    let case = if keyed { "keyed" } else { "repartition" };
+    let output = unique_name(&format!("bench-out-{case}"));
+    broker.create_topic(&output, partitions);
+    let group = unique_name(&format!("bench-{case}"));
+    let job_path = dir.join(format!("{case}.sql"));
+    std::fs::write(
+        &job_path,
+        job(broker.bootstrap(), input, &output, &group, dir, keyed),
+    )
+    .unwrap();
+    // Input tasks, and for a repartitioning job as many window tasks.
+    let tasks = if keyed { partitions } else { 2 * partitions } as usize;
+    let data_topic = format!("{group}-{input}-repartition");
+    let data_partitions = if keyed { 0 } else { partitions * partitions };
+    let topics = [(input, partitions), (data_topic.as_str(), data_partitions)];
+    let sums = |c: &BTreeMap<(String, i32), i64>| {
+        let of = |topic: &str| -> i64 {
+            c.iter()
+                .filter(|((t, _), _)| t == topic)
+                .map(|(_, o)| *o)
+                .sum()
+        };
+        (of(input), of(&data_topic))
+    };
+    let reader: BaseConsumer = broker.consumer(&[("group.id", &group)]);
+    let log = dir.join(format!("{case}.log"));
+    let started = Instant::now();
+    let mut child = spawn(&job_path, p, &log);
+    let pid = child.id();
+    let mut first: Option<Moment> = None;
+    let mut perf = None;
+    let mut load_first = String::new();
+    let mut seen = (0, 0);
+    let mut moved: Option<Moment> = None;
+    let end = loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if first.is_none() && opened(&log) >= tasks {
+            first = Some(Moment::now(pid, broker.pid()));
+            load_first = load_average();
+            perf = start_perf(pid, case);
+        }
+        let now_committed = sums(&committed_in(&reader, &topics));
+        let now = Moment::now(pid, broker.pid());
+        if now_committed != seen {
+            seen = now_committed;
+            moved = Some(now);
+        }
+        if seen.0 >= total {
+            if keyed {
+                break now;
+            }
+            if let Some(m) = moved
+                && now.at.duration_since(m.at) >= STABLE
+            {
+                break m;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "{case} run did not finish: {} of {total} input offsets committed",
+            seen.0
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tidewater exited early; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    let load = (load_first, load_average());
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let after = sums(&committed_in(&reader, &topics));
+    assert_eq!(
+        after, seen,
+        "{case}: offsets were committed after the judged end (input, repartition)"
+    );
+    let first = first.unwrap_or(Moment {
+        at: started,
+        tidewater: None,
+        broker: None,
+        bench: None,
+    });
+    let (ticks, _) = clock_ticks();
+    let cpu = |a: Option<u64>, b: Option<u64>| Some((b? - a?) as f64 / ticks);
+    Run {
+        secs: end.at.duration_since(first.at).as_secs_f64(),
+        since_start: end.at.duration_since(started).as_secs_f64(),
+        tidewater_cpu: cpu(first.tidewater, end.tidewater),
+        broker_cpu: cpu(first.broker, end.broker),
+        bench_cpu: cpu(first.bench, end.bench),
+        output: count_output(broker, &output, partitions),
+        load,
+    }
+}
+
 fn main() {
     let events: u64 = env_num("TIDEWATER_BENCH_KAFKA_EVENTS", 2_000_000);
     let partitions: i32 = env_num("TIDEWATER_BENCH_KAFKA_PARTITIONS", 4);
     let p: usize = env_num("TIDEWATER_BENCH_PARALLELISM", 2);
+    let repartition = std::env::var("TIDEWATER_BENCH_KAFKA_REPARTITION").is_ok_and(|v| v == "1");
     let Some(broker) = Broker::start() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
 
-    // 1. Throughput over a backlog.
+    // 1. Throughput over a backlog, read by each case in its own group.
     let input = unique_name("bench-in");
-    let output = unique_name("bench-out");
     broker.create_topic(&input, partitions);
-    broker.create_topic(&output, partitions);
     produce(&broker, &input, partitions, events);
     let total = events as i64 + i64::from(partitions);
     let ceiling = bare_consume(&broker, &input, partitions, total);
-    let group = unique_name("bench-group");
-    let job_path = dir.path().join("job.sql");
-    std::fs::write(
-        &job_path,
-        job(broker.bootstrap(), &input, &output, &group, dir.path()),
-    )
-    .unwrap();
-    let reader: BaseConsumer = broker.consumer(&[("group.id", &group)]);
-    let started = Instant::now();
-    let mut child = spawn(&job_path, p, &dir.path().join("throughput.log"));
-    let log = dir.path().join("throughput.log");
-    let mut first: Option<Instant> = None;
-    let end = loop {
-        std::thread::sleep(Duration::from_millis(20));
-        if first.is_none() && opened(&log) >= partitions as usize {
-            first = Some(Instant::now());
-        }
-        let sum: i64 = committed(&reader, &input, partitions).values().sum();
-        if sum >= total {
-            break Instant::now();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "throughput run did not finish: {sum} of {total} committed"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "tidewater exited early"
-        );
-    };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let t0 = first.unwrap_or(started);
-    let secs = end.duration_since(t0).as_secs_f64();
-    let rate = total as f64 / secs;
+    let mut runs = vec![(
+        "keyed by the grouping key",
+        throughput(&broker, dir.path(), &input, partitions, total, p, true),
+    )];
+    if repartition {
+        runs.push((
+            "repartitioning (no 'key.fields')",
+            throughput(&broker, dir.path(), &input, partitions, total, p, false),
+        ));
+    }
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(p);
+    let (ticks, assumed) = clock_ticks();
+    println!(
+        "CPU time: utime+stime from /proc/<pid>/stat at {ticks} ticks/s{}, over the same window as events/s",
+        if assumed {
+            " (assumed: getconf CLK_TCK failed)"
+        } else {
+            " (getconf CLK_TCK)"
+        }
+    );
     println!("| case | figure |");
     println!("|---|---|");
     println!(
         "| broker ceiling: one bare consumer reading the input ({total} messages, no processing) | {ceiling:.0} messages/s |"
     );
-    println!(
-        "| Kafka → Kafka, {events} events, {partitions} partitions, -p {p} | {rate:.0} events/s ({:.0} per core): {secs:.1} s from every task open to the last commit (includes up to one 1 s commit interval); {:.1} s from process start |",
-        rate / cores as f64,
-        end.duration_since(started).as_secs_f64()
-    );
+    let fmt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("n/a".to_string(), f);
+    for (name, r) in &runs {
+        let rate = total as f64 / r.secs;
+        let both = match (r.tidewater_cpu, r.broker_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        println!(
+            "| Kafka → Kafka {name}, {events} events, {partitions} partitions, -p {p} | {rate:.0} events/s wall ({:.0} per core): {:.1} s from every task open to the end (includes up to one 1 s commit interval); {:.1} s from process start; {} output records; load average {} → {} |",
+            rate / cores as f64,
+            r.secs,
+            r.since_start,
+            r.output,
+            r.load.0,
+            r.load.1,
+        );
+        println!(
+            "| … CPU, {name} | tidewater {} CPU-s ({}) = **{} events per tidewater CPU-second**; broker {} CPU-s; **{} events per CPU-second of both**; this benchmark's polling {} CPU-s |",
+            fmt(r.tidewater_cpu, &|c| format!("{c:.2}")),
+            fmt(r.tidewater_cpu, &|c| format!("{:.2} cores", c / r.secs)),
+            fmt(r.tidewater_cpu, &|c| format!("{:.0}", total as f64 / c)),
+            fmt(r.broker_cpu, &|c| format!("{c:.2}")),
+            fmt(both, &|c| format!("{:.0}", total as f64 / c)),
+            fmt(r.bench_cpu, &|c| format!("{c:.2}")),
+        );
+    }
 
     // 2. Failover, with input arriving all the time (5 000 events/s).
     let input = unique_name("failover-in");
@@ -278,7 +549,14 @@ fn main() {
     let job_path = dir.path().join("failover.sql");
     std::fs::write(
         &job_path,
-        job(broker.bootstrap(), &input, &output, &group, dir.path()),
+        job(
+            broker.bootstrap(),
+            &input,
+            &output,
+            &group,
+            dir.path(),
+            true,
+        ),
     )
     .unwrap();
     let reader: BaseConsumer = broker.consumer(&[("group.id", &group)]);

@@ -158,6 +158,11 @@ impl Broker {
         &self.bootstrap
     }
 
+    /// The pid of the tansu process this fixture started (`None`: an external broker).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether this fixture started the broker (false: `TIDEWATER_KAFKA_BOOTSTRAP`).
     pub fn is_local_tansu(&self) -> bool {
         self.child.is_some()
