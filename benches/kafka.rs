@@ -55,11 +55,22 @@ fn job(
     dir: &std::path::Path,
     keyed: bool,
 ) -> String {
-    let key = if keyed {
-        "\n  'key.format' = 'raw', 'key.fields' = 'key',"
+    let mut key = if keyed {
+        "\n  'key.format' = 'raw', 'key.fields' = 'key',".to_string()
     } else {
-        ""
+        String::new()
     };
+    // Extra librdkafka properties to try, `name=value;name=value`.
+    for kv in std::env::var("TIDEWATER_BENCH_KAFKA_PROPS")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|kv| !kv.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .expect("TIDEWATER_BENCH_KAFKA_PROPS: name=value;...");
+        key.push_str(&format!("\n  'properties.{k}' = '{v}',"));
+    }
     format!(
         "SET 'execution.checkpointing.interval' = '1 s';
 CREATE TABLE events (key STRING, `value` BIGINT, ts BIGINT, event_time AS TO_TIMESTAMP_LTZ(ts, 3),

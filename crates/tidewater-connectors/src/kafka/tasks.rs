@@ -643,7 +643,9 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
             consumer.context().process_all(&consumer, false);
             buffered = 0;
         }
-        if has_windows {
+        // Not after every input message: a window task's record is a batch of rows, and
+        // polling its reader per input message would cost more than the message.
+        if has_windows && (idle || buffered % 256 == 0) {
             consumer.context().process_all(&consumer, true);
         }
         // Reading the clock per message costs more than the rest of the loop.
