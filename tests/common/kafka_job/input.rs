@@ -236,38 +236,8 @@ pub fn produce_paced_placed(
     over: Duration,
     placement: Placement,
 ) -> std::thread::JoinHandle<(BTreeMap<String, i32>, BTreeMap<i32, i64>)> {
-    let bootstrap = s.bootstrap.clone();
-    let topic = s.input.clone();
-    let partitions = s.input_partitions;
-    let sentinel = sentinel_ts(events);
-    let events = events.to_vec();
-    std::thread::spawn(move || {
-        let producer = InputProducer::new(&bootstrap, &topic);
-        let size = events.len().div_ceil(100).max(1);
-        let batches = events.chunks(size);
-        let step = over / 100;
-        let began = Instant::now();
-        for (i, batch) in batches.enumerate() {
-            let due = began + step * u32::try_from(i).unwrap_or(u32::MAX);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            match placement {
-                Placement::ByKey => producer.send_events(batch, None),
-                Placement::Spread {
-                    partitions,
-                    message_key,
-                } => producer.send_spread(batch, i * size, partitions, message_key),
-            }
-        }
-        producer.send_sentinels(0..partitions, sentinel);
-        eprintln!("input produced in {:.1} s", began.elapsed().as_secs_f64());
-        let key_partitions = match placement {
-            Placement::ByKey => producer.key_partitions(),
-            Placement::Spread { .. } => BTreeMap::new(),
-        };
-        (key_partitions, producer.ends())
-    })
+    // Never hurried.
+    produce_paced_until_hurried(s, events, over, placement, Default::default())
 }
 
 /// [`produce_paced_placed`], except that once `hurry` is set the events not sent yet go
