@@ -114,7 +114,16 @@ fn every_example_job_plans() {
             String::from_utf8_lossy(&out.stderr)
         );
         if path.ends_with("kafka_sliding_sum.sql") {
-            assert!(text.contains("Partition tasks"), "{text}");
+            assert!(
+                text.contains("Partition tasks") && !text.contains("repartition"),
+                "{text}"
+            );
+        }
+        if path.ends_with("kafka_repartitioned_sliding_sum.sql") {
+            assert!(
+                text.contains("repartition by the grouping key") && text.contains("window tasks"),
+                "{text}"
+            );
         }
         seen += 1;
     }
