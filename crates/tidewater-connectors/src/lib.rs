@@ -10,7 +10,7 @@
 //! - [`dead_letter`]: the JSON-lines dead-letter file.
 //! - Connectors, each in `<name>/{mod,source,sink}.rs`: [`filesystem`], [`stdio`],
 //!   [`datagen`], [`print`], [`blackhole`], [`kafka`] (which also holds the partition-task
-//!   runtime of Kafka jobs), and [`memory`] (in-process batches, for the Rust API and
+//!   runtime of Kafka jobs, repartitioning included), and [`memory`] (in-process batches, for the Rust API and
 //!   tests).
 //!
 //! Connectors depend on the runtime's [`SourceReader`](tidewater_runtime::SourceReader)
