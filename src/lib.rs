@@ -183,19 +183,39 @@ impl Job {
         if !self.is_kafka() {
             return graph;
         }
+        let operators = |stages: &[serde_json::Value]| -> Vec<serde_json::Value> {
+            stages
+                .iter()
+                .flat_map(|st| st["operators"].as_array().cloned().unwrap_or_default())
+                .collect()
+        };
+        let stages = graph["stages"].as_array().cloned().unwrap_or_default();
+        let table = self.plan.source_table.options.table();
+        let tasks = |name: String, ops: Vec<serde_json::Value>, input: serde_json::Value| {
+            serde_json::json!({
+                "name": name,
+                "parallelism": self.plan.parallelism,
+                "operators": ops,
+                "input": input,
+            })
+        };
+        if self.plan.kafka_repartition && stages.len() > 1 {
+            // Input tasks run the source stage; window tasks the rest, behind the
+            // repartition topic (parallelism: this instance's group members).
+            let (source, rest) = stages.split_at(1);
+            let edge = rest
+                .first()
+                .and_then(|st| st["input"].as_str())
+                .map(|e| format!("repartition topic, {e}"));
+            return serde_json::json!({ "stages": [
+                tasks(format!("input tasks of {table}"), operators(source), serde_json::Value::Null),
+                tasks("window tasks".to_string(), operators(rest), edge.into()),
+            ]});
+        }
         // One stage: each partition task runs every operator on one member thread.
-        let operators: Vec<serde_json::Value> = graph["stages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|st| st["operators"].as_array().cloned().unwrap_or_default())
-            .collect();
-        serde_json::json!({ "stages": [{
-            "name": format!("partition tasks of {}", self.plan.source_table.options.table()),
-            "parallelism": self.plan.parallelism,
-            "operators": operators,
-            "input": null,
-        }]})
+        serde_json::json!({ "stages": [
+            tasks(format!("partition tasks of {table}"), operators(&stages), serde_json::Value::Null),
+        ]})
     }
 
     /// The dataflow in Graphviz's dot language (`tidewater explain --format dot`).

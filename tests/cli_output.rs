@@ -129,3 +129,33 @@ fn every_example_job_plans() {
     }
     assert!(seen >= 7, "only {seen} example jobs");
 }
+
+/// The status page's graph of a Kafka job: one stage of partition tasks, or, when the
+/// job repartitions, input tasks and window tasks behind the repartition topic.
+#[test]
+fn kafka_graphs_show_the_kinds_of_task() {
+    let graph = |file: &str| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/").to_string() + file;
+        tidewater::Job::from_file(&path, &tidewater::JobOptions::default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .graph()
+    };
+    let keyed = graph("kafka_sliding_sum.sql");
+    let stages = keyed["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 1, "{keyed}");
+    assert_eq!(stages[0]["name"], "partition tasks of events", "{keyed}");
+    let names = |s: &serde_json::Value| s["operators"].to_string();
+    assert!(names(&stages[0]).contains("Window"), "{keyed}");
+
+    let split = graph("kafka_repartitioned_sliding_sum.sql");
+    let stages = split["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2, "{split}");
+    assert_eq!(stages[0]["name"], "input tasks of events", "{split}");
+    assert!(!names(&stages[0]).contains("Window"), "{split}");
+    assert_eq!(stages[1]["name"], "window tasks", "{split}");
+    assert!(names(&stages[1]).contains("Window"), "{split}");
+    assert_eq!(
+        stages[1]["input"], "repartition topic, hash(key)",
+        "{split}"
+    );
+}
