@@ -372,6 +372,19 @@ fn kafka_exactly_once_needs_a_transactional_id_prefix() {
 }
 
 #[test]
+fn kafka_transaction_headers_need_exactly_once() {
+    let (out, _tmp) = run(&kafka_job(", 'sink.transaction-headers' = 'true'"));
+    assert_clean_error(
+        &out,
+        &[
+            "table 'sums'",
+            "'sink.transaction-headers'",
+            "applies only with 'sink.delivery-guarantee' = 'exactly-once'",
+        ],
+    );
+}
+
+#[test]
 fn kafka_source_into_a_file_sink_is_refused() {
     let job = edit(
         &kafka_job(""),

@@ -10,8 +10,11 @@
 mod kafka_job;
 
 use kafka_job::broker::Broker;
+use std::time::{Duration, Instant};
+
 use kafka_job::{
-    InputProducer, Scenario, Watcher, classic, complete_and_stop, expected_rows, sentinel_ts,
+    InputProducer, PATIENCE, POLL_EVERY, Scenario, Watcher, classic, complete_and_stop,
+    expected_rows, parse_row, sentinel_ts,
 };
 
 #[test]
@@ -72,6 +75,96 @@ fn topic_pattern_and_csv_values_keyed_by_the_message_key() {
         "good CSV records became dead letters: {:?}",
         s.dead_letters()
     );
+}
+
+/// Without 'sink.transaction-headers' the exactly-once sink writes records as Flink's
+/// does: key and value, no headers. One instance and no fault, so no transaction is
+/// aborted and every visible record is committed: they are the oracle's rows, each once.
+#[test]
+fn exactly_once_records_carry_no_headers_by_default() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let s = Scenario::new(&broker, "untagged", 2, 2, &[]);
+    let job = s
+        .job_sql(&[])
+        .replace("  'sink.transaction-headers' = 'true',\n", "");
+    assert!(
+        !job.contains("transaction-headers"),
+        "test bug: the job text changed shape:\n{job}"
+    );
+    std::fs::write(&s.job, &job).unwrap();
+    let events = classic::classic_events(4_000, 25, 8);
+    let mut expected = expected_rows(&events);
+    let producer = InputProducer::new(&s.bootstrap, &s.input);
+    producer.send_events(&events, None);
+    producer.send_sentinels(0..s.input_partitions, sentinel_ts(&events));
+    producer.flush();
+    let ends = producer.ends();
+
+    let watcher = Watcher::new(&broker, &s);
+    let mut one = s.spawn("one", &[]);
+    let began = Instant::now();
+    loop {
+        let committed = watcher.committed();
+        let done = ends
+            .iter()
+            .all(|(p, end)| committed.get(p).and_then(|c| c.1) == Some(*end));
+        if done {
+            break;
+        }
+        one.check_running().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            began.elapsed() < PATIENCE,
+            "input not committed to its ends {ends:?} in {PATIENCE:?}: {committed:?}"
+        );
+        std::thread::sleep(POLL_EVERY);
+    }
+    one.stop_cleanly();
+
+    // Every output partition read to its end.
+    let consumer = broker.consumer(&[
+        (
+            "group.id",
+            &kafka_job::broker::unique_name("untagged-reader"),
+        ),
+        ("enable.auto.commit", "false"),
+        ("enable.partition.eof", "true"),
+    ]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..s.output_partitions {
+        tpl.add_partition_offset(&s.output, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    rdkafka::consumer::Consumer::assign(&consumer, &tpl).unwrap();
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut rows = Vec::new();
+    while at_end.len() < usize::try_from(s.output_partitions).unwrap() {
+        assert!(began.elapsed() < PATIENCE * 2, "output not read to its end");
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {}: {e}", s.output),
+            Some(Ok(m)) => {
+                use rdkafka::Message;
+                at_end.remove(&m.partition());
+                assert!(
+                    m.headers().is_none(),
+                    "record {}@{} carries headers, though 'sink.transaction-headers' is off",
+                    m.partition(),
+                    m.offset()
+                );
+                let payload = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                rows.push(parse_row(&payload).unwrap_or_else(|e| panic!("{e}: {payload}")));
+            }
+        }
+    }
+    rows.sort();
+    expected.sort();
+    assert_eq!(rows.len(), expected.len(), "records vs the oracle's rows");
+    assert!(rows == expected, "the records are not the oracle's rows");
 }
 
 /// Escapes the regex metacharacters a generated topic name could hold.

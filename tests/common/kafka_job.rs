@@ -32,7 +32,8 @@
 //! (`(0, n]` for a fresh start). The generation it restored from, `from.g`, committed
 //! `(from'.n, from.n]`, where `from'` is in the manifest of snapshot `from`; and so on
 //! back to a fresh start. An output record is committed exactly when its headers
-//! `tidewater.task`, `tidewater.generation` and `tidewater.checkpoint` lie on that chain.
+//! `tidewater.task`, `tidewater.generation` and `tidewater.checkpoint` lie on that chain
+//! (the job sets 'sink.transaction-headers' = 'true' so that output records carry them).
 //!
 //! A repartitioned job ([`Scenario::unkeyed`]) is judged the same way, per window task
 //! `q` (task `<group>-<input>-repartition/<q>`) over its changelog
@@ -338,6 +339,7 @@ CREATE TABLE results (
   'format' = 'json',
   'sink.delivery-guarantee' = 'exactly-once',
   'sink.transactional-id-prefix' = '{prefix}',
+  'sink.transaction-headers' = 'true',
   'sink.partitioner' = '{partitioner}'
 );
 

@@ -29,6 +29,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "scan.watermark.idle-timeout",
     "sink.delivery-guarantee",
     "sink.transactional-id-prefix",
+    "sink.transaction-headers",
     "sink.partitioner",
     "dead-letter.path",
 ];
@@ -297,6 +298,12 @@ pub struct KafkaSinkOptions {
     pub transactional_id_prefix: Option<String>,
     /// 'sink.partitioner' (default 'default').
     pub partitioner: Partitioner,
+    /// 'sink.transaction-headers' (default false; only with 'exactly-once'): every output
+    /// record carries the `tidewater.*` headers naming its transaction, so a reader can
+    /// tell the records of an aborted transaction from committed ones where the broker
+    /// shows both. Off by default because the four headers per record double the Kafka
+    /// client's CPU per record (BENCHMARKS.md).
+    pub transaction_headers: bool,
     /// `properties.*`.
     pub properties: Properties,
 }
@@ -342,6 +349,14 @@ impl KafkaSinkOptions {
                  transactions, so a restarted job fences its predecessor)",
             ));
         }
+        let transaction_headers = o.bool_or("sink.transaction-headers", false)?;
+        if transaction_headers && guarantee != DeliveryGuarantee::ExactlyOnce {
+            return Err(o.error(
+                "sink.transaction-headers",
+                "applies only with 'sink.delivery-guarantee' = 'exactly-once' (the headers \
+                 name the transaction a record belongs to)",
+            ));
+        }
         let partitioner = match o
             .choice_or(
                 "sink.partitioner",
@@ -362,6 +377,7 @@ impl KafkaSinkOptions {
             guarantee,
             transactional_id_prefix,
             partitioner,
+            transaction_headers,
             properties: Properties::from_options(o)?,
         })
     }

@@ -338,8 +338,7 @@ impl InputTask {
         match &mut self.downstream {
             Downstream::Output(None) => {}
             Downstream::Output(Some(target)) => {
-                let headers = self.txn.headers();
-                target.write(self.txn.producer(), outputs, &headers, &self.metrics)?;
+                target.write(&self.txn, outputs, &self.metrics)?;
             }
             Downstream::Shuffle(s) => {
                 let (generation, n) = (self.txn.generation(), self.txn.checkpoint());

@@ -33,6 +33,8 @@ pub(crate) struct OutputTarget {
     pub(crate) encoder: RecordEncoder,
     partitioner: Partitioner,
     partitions: i32,
+    /// 'sink.transaction-headers': records carry their transaction's headers.
+    tagged: bool,
     /// The partition of 'fixed', the next one of 'round-robin'.
     next: i32,
 }
@@ -72,6 +74,7 @@ impl OutputTarget {
             ),
             partitioner: o.partitioner,
             partitions,
+            tagged: o.transaction_headers,
             next: if partitions > 0 {
                 index % partitions
             } else {
@@ -104,19 +107,19 @@ impl OutputTarget {
         )
     }
 
-    /// Produces `outputs` as records of the task's open transaction, each with
-    /// `headers`, and counts them.
+    /// Produces `outputs` as records of `txn`'s open transaction, each with its headers
+    /// when the sink asks for them, and counts them.
     pub(crate) fn write(
         &mut self,
-        producer: &BaseProducer<TaskDeliveries>,
+        txn: &TaskTxn,
         outputs: &[RecordBatch],
-        headers: &OwnedHeaders,
         metrics: &JobMetrics,
     ) -> Result<()> {
+        let headers = self.tagged.then(|| txn.headers());
         for b in outputs {
             let records = self.encoder.encode(b)?;
             for record in records.iter() {
-                self.send(producer, record, Some(headers.clone()), 0)?;
+                self.send(txn.producer(), record, headers.clone(), 0)?;
             }
             JobMetrics::add(&metrics.records_out, records.len() as u64);
         }

@@ -300,8 +300,7 @@ impl WindowTask {
         let Some(target) = self.output.as_mut() else {
             return Ok(());
         };
-        let headers = self.txn.headers();
-        target.write(self.txn.producer(), outputs, &headers, &self.metrics)?;
+        target.write(&self.txn, outputs, &self.metrics)?;
         self.txn.producer().poll(Duration::ZERO);
         Ok(())
     }
