@@ -15,7 +15,15 @@
 //!    'key.fields', which repartitions through `<group>-<topic>-repartition`; both read the
 //!    same input topic, each in its own group. `TIDEWATER_BENCH_KAFKA_PERF=<dir>` records a
 //!    `perf` profile of tidewater over each window (see [`start_perf`]).
-//! 2. **Failover**: two instances with `-p 1` over a fresh backlog in a new group; one is
+//!    The sink writes no headers unless `TIDEWATER_BENCH_KAFKA_HEADERS=1` (then
+//!    'sink.transaction-headers' = 'true'); `TIDEWATER_BENCH_KAFKA_PROPS=k=v;...` adds
+//!    librdkafka properties.
+//! 2. **Client alone**: what the Kafka client alone costs per event of this job at full
+//!    speed, with no engine in between: a bare consumer's messages per CPU-second of this process, and
+//!    transactional producers' records per CPU-second for as many result-shaped records
+//!    as the job wrote, with and without the four `tidewater.*` headers
+//!    (`TIDEWATER_BENCH_KAFKA_CLIENT_ONLY=1` measures only this).
+//! 3. **Failover**: two instances with `-p 1` over a fresh backlog in a new group; one is
 //!    SIGKILLed after its first commit; the time from the kill until the partitions it
 //!    owned commit again under the survivor (session timeout 6 s).
 //!
@@ -44,6 +52,22 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidewater");
 
+/// Extra librdkafka properties to try, `TIDEWATER_BENCH_KAFKA_PROPS=name=value;name=value`:
+/// given to the job (as `properties.*`) and to the client-alone producers.
+fn extra_props() -> Vec<(String, String)> {
+    std::env::var("TIDEWATER_BENCH_KAFKA_PROPS")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .expect("TIDEWATER_BENCH_KAFKA_PROPS: name=value;...");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// The classic job from `input` to `output`. `keyed`: the source declares the message key
 /// as the grouping key ('key.format' / 'key.fields'), so each partition is aggregated on
 /// its own; otherwise the job repartitions through `<group>-<input>-repartition`.
@@ -60,17 +84,15 @@ fn job(
     } else {
         String::new()
     };
-    // Extra librdkafka properties to try, `name=value;name=value`.
-    for kv in std::env::var("TIDEWATER_BENCH_KAFKA_PROPS")
-        .unwrap_or_default()
-        .split(';')
-        .filter(|kv| !kv.is_empty())
-    {
-        let (k, v) = kv
-            .split_once('=')
-            .expect("TIDEWATER_BENCH_KAFKA_PROPS: name=value;...");
+    for (k, v) in extra_props() {
         key.push_str(&format!("\n  'properties.{k}' = '{v}',"));
     }
+    // `TIDEWATER_BENCH_KAFKA_HEADERS=1`: the sink tags every record with its transaction.
+    let tags = if std::env::var("TIDEWATER_BENCH_KAFKA_HEADERS").is_ok_and(|v| v == "1") {
+        " 'sink.transaction-headers' = 'true',"
+    } else {
+        ""
+    };
     format!(
         "SET 'execution.checkpointing.interval' = '1 s';
 CREATE TABLE events (key STRING, `value` BIGINT, ts BIGINT, event_time AS TO_TIMESTAMP_LTZ(ts, 3),
@@ -81,7 +103,7 @@ WITH ('connector' = 'kafka', 'topic' = '{input}', 'properties.bootstrap.servers'
   'dead-letter.path' = '{dead}');
 CREATE TABLE results (key STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), total BIGINT, cnt BIGINT)
 WITH ('connector' = 'kafka', 'topic' = '{output}', 'properties.bootstrap.servers' = '{bootstrap}',
-  'format' = 'json', 'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = '{group}-tx',
+  'format' = 'json', 'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = '{group}-tx',{tags}
   'sink.partitioner' = 'fixed');
 INSERT INTO results SELECT key, window_start, window_end, SUM(`value`), COUNT(*)
 FROM TABLE(HOP(TABLE events, DESCRIPTOR(event_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
@@ -190,9 +212,15 @@ fn committed_in(reader: &BaseConsumer, topics: &[(&str, i32)]) -> BTreeMap<(Stri
         .collect()
 }
 
-/// Messages per second one consumer doing nothing else reads from the broker: what
-/// the broker can deliver on this machine.
-fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> f64 {
+/// CPU seconds this benchmark process has used so far.
+fn own_cpu() -> f64 {
+    cpu_ticks(std::process::id()).unwrap_or(0) as f64 / clock_ticks().0
+}
+
+/// Messages per second one consumer doing nothing else reads from the broker (what the
+/// broker can deliver on this machine), and per CPU-second of this process (what the
+/// client costs per message consumed).
+fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> (f64, f64) {
     let consumer: BaseConsumer = broker.consumer(&[
         ("group.id", &unique_name("bench-bare")),
         ("enable.auto.commit", "false"),
@@ -204,6 +232,7 @@ fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> f6
     }
     consumer.assign(&tpl).unwrap();
     let started = Instant::now();
+    let cpu = own_cpu();
     let mut got = 0;
     while got < total {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
@@ -214,7 +243,106 @@ fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> f6
             "bare consumer: {got} of {total}"
         );
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    (
+        total as f64 / started.elapsed().as_secs_f64(),
+        total as f64 / (own_cpu() - cpu),
+    )
+}
+
+/// Records per CPU-second of this process that `producers` transactional producers
+/// (one per partition of a new topic, as the job's tasks have one each) take to write
+/// `records` records shaped like the job's results, committing every second, with the
+/// job's four `tidewater.*` headers on each record or none: what the Kafka client alone
+/// costs for the job's output at full speed, without any encoding or aggregation.
+fn transactional_produce(broker: &Broker, producers: i32, records: u64, headers: bool) -> f64 {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let topic = unique_name("bench-txn-client");
+    broker.create_topic(&topic, producers);
+    let all: Vec<BaseProducer> = (0..producers)
+        .map(|p| {
+            let mut config = broker.config();
+            config.set("transactional.id", unique_name(&format!("client-{p}")));
+            for (k, v) in extra_props() {
+                config.set(k, v);
+            }
+            let producer: BaseProducer = config.create().unwrap();
+            producer.init_transactions(Duration::from_secs(30)).unwrap();
+            producer.begin_transaction().unwrap();
+            producer
+        })
+        .collect();
+    let payloads: Vec<String> = (0..10_007)
+        .map(|i| {
+            format!(
+                "{{\"key\":\"k{}\",\"window_start\":\"2023-11-14 22:13:{:02}.000\",\"window_end\":\"2023-11-14 22:14:{:02}.000\",\"total\":{},\"cnt\":{}}}",
+                i % 10_000,
+                i % 60,
+                i % 60,
+                i * 37 % 100_000,
+                i % 200
+            )
+        })
+        .collect();
+    let tags = [
+        ("tidewater.task", "bench-in-12345-6-1796464405938/3"),
+        (
+            "tidewater.generation",
+            "2.18ee52df9afe415f-32d4-1032430accf1818e",
+        ),
+        ("tidewater.checkpoint", "17"),
+        (
+            "tidewater.from",
+            "1.18ee52dd3416a8dc-32d3-4fb7b762d076caa8/16",
+        ),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, v)| {
+        h.insert(Header {
+            key,
+            value: Some(v),
+        })
+    });
+    let commit = |all: &[BaseProducer]| {
+        for producer in all {
+            producer
+                .commit_transaction(Duration::from_secs(30))
+                .unwrap();
+            producer.begin_transaction().unwrap();
+        }
+    };
+    let cpu = own_cpu();
+    let mut since = Instant::now();
+    // As the job's tasks do: a burst of records per task (a watermark's results), then
+    // its delivery reports served.
+    const BURST: u64 = 1024;
+    for i in 0..records.div_ceil(BURST) {
+        let p = (i % producers as u64) as i32;
+        let producer = &all[p as usize];
+        for j in i * BURST..records.min((i + 1) * BURST) {
+            let payload = &payloads[(j % payloads.len() as u64) as usize];
+            loop {
+                let mut r = BaseRecord::<(), str>::to(&topic)
+                    .partition(p)
+                    .payload(payload);
+                if headers {
+                    r = r.headers(tags.clone());
+                }
+                match producer.send(r) {
+                    Ok(()) => break,
+                    Err(_) => {
+                        producer.poll(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        if since.elapsed() >= Duration::from_secs(1) {
+            commit(&all);
+            since = Instant::now();
+        }
+    }
+    commit(&all);
+    records as f64 / (own_cpu() - cpu)
 }
 
 /// Tasks opened so far, by the instance's log.
@@ -496,11 +624,16 @@ fn main() {
     broker.create_topic(&input, partitions);
     produce(&broker, &input, partitions, events);
     let total = events as i64 + i64::from(partitions);
-    let ceiling = bare_consume(&broker, &input, partitions, total);
-    let mut runs = vec![(
-        "keyed by the grouping key",
-        throughput(&broker, dir.path(), &input, partitions, total, p, true),
-    )];
+    let (ceiling, consumed_per_cpu) = bare_consume(&broker, &input, partitions, total);
+    // `TIDEWATER_BENCH_KAFKA_CLIENT_ONLY=1`: only the client alone (below), for profiling it.
+    let client_only = std::env::var("TIDEWATER_BENCH_KAFKA_CLIENT_ONLY").is_ok_and(|v| v == "1");
+    let mut runs = Vec::new();
+    if !client_only {
+        runs.push((
+            "keyed by the grouping key",
+            throughput(&broker, dir.path(), &input, partitions, total, p, true),
+        ));
+    }
     if repartition {
         runs.push((
             "repartitioning (no 'key.fields')",
@@ -549,6 +682,35 @@ fn main() {
             fmt(both, &|c| format!("{:.0}", total as f64 / c)),
             fmt(r.bench_cpu, &|c| format!("{c:.2}")),
         );
+    }
+
+    // The Kafka client alone for this job: what consuming one message and producing the
+    // job's output records cost at full speed, with nothing in between. Not a floor: the
+    // client costs less per record when it waits on the broker and batches more.
+    // The job's results per event: 1.41 on the classic input.
+    let outputs = runs
+        .first()
+        .map_or((total as f64 * 1.41) as u64, |r| r.1.output);
+    let per_event = outputs as f64 / total as f64;
+    let bare = transactional_produce(&broker, partitions, outputs, false);
+    let tagged = transactional_produce(&broker, partitions, outputs, true);
+    let alone = 1.0 / (1.0 / consumed_per_cpu + per_event / tagged);
+    println!(
+        "| client alone: one consumer reading the input, no processing | {consumed_per_cpu:.0} messages per CPU-second |"
+    );
+    println!(
+        "| client alone: {outputs} result-shaped records, {partitions} transactional producers, 1 s transactions, no headers | {bare:.0} records per CPU-second |"
+    );
+    println!(
+        "| … the same with the job's four `tidewater.*` headers on each record | {tagged:.0} records per CPU-second |"
+    );
+    println!(
+        "| **client alone for the job**: one message consumed and {per_event:.2} records produced (with headers) per event | **{alone:.0} events per CPU-second** (without headers {:.0}) |",
+        1.0 / (1.0 / consumed_per_cpu + per_event / bare)
+    );
+
+    if client_only {
+        return;
     }
 
     // 2. Failover, with input arriving all the time (5 000 events/s).

@@ -457,11 +457,16 @@ fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
             continue;
         };
         let mut b = StringBuilder::with_capacity(ts.len(), ts.len() * 23);
+        // Window results come grouped by window: a run of rows shares each bound.
+        let mut last = None;
         for v in ts {
             match v {
                 Some(ms) => {
-                    text.clear();
-                    write_millis(ms, &mut text);
+                    if last != Some(ms) {
+                        text.clear();
+                        write_millis(ms, &mut text);
+                        last = Some(ms);
+                    }
                     b.append_value(&text);
                 }
                 None => b.append_null(),
