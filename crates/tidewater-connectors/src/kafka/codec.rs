@@ -201,10 +201,14 @@ impl Part {
                 }
                 RecordFormat::Lines(_) => {
                     // A JSON value's raw newlines are whitespace between tokens.
-                    data.extend(
-                        p.iter()
-                            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-                    );
+                    if memchr::memchr2(b'\n', b'\r', p).is_none() {
+                        data.extend_from_slice(p);
+                    } else {
+                        data.extend(
+                            p.iter()
+                                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+                        );
+                    }
                     data.push(b'\n');
                     included.push((i, *offset));
                 }

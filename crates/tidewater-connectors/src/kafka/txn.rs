@@ -88,7 +88,7 @@ impl OutputTarget {
         &mut self,
         producer: &BaseProducer<C>,
         record: (Option<&[u8]>, &[u8]),
-        headers: Option<OwnedHeaders>,
+        headers: Option<&OwnedHeaders>,
         opaque: C::DeliveryOpaque,
     ) -> Result<()>
     where
@@ -119,7 +119,7 @@ impl OutputTarget {
         for b in outputs {
             let records = self.encoder.encode(b)?;
             for record in records.iter() {
-                self.send(txn.producer(), record, headers.clone(), 0)?;
+                self.send(txn.producer(), record, headers.as_ref(), 0)?;
             }
             JobMetrics::add(&metrics.records_out, records.len() as u64);
         }
@@ -139,14 +139,15 @@ impl OutputTarget {
     }
 }
 
-/// Produces one record, waiting for room when librdkafka's queue is full.
+/// Produces one record, waiting for room when librdkafka's queue is full. The record
+/// gets a copy of `headers` (librdkafka takes ownership of a record's headers).
 pub(crate) fn produce<C>(
     producer: &BaseProducer<C>,
     topic: &str,
     partition: Option<i32>,
     key: Option<&[u8]>,
     value: &[u8],
-    headers: Option<OwnedHeaders>,
+    headers: Option<&OwnedHeaders>,
     opaque: C::DeliveryOpaque,
 ) -> Result<()>
 where
@@ -161,7 +162,7 @@ where
         if let Some(p) = partition {
             r = r.partition(p);
         }
-        if let Some(h) = &headers {
+        if let Some(h) = headers {
             r = r.headers(h.clone());
         }
         match producer.send(r) {
@@ -407,7 +408,7 @@ impl TaskTxn {
                 Some(self.changelog_partition),
                 Some(r.key.as_bytes()),
                 &r.value,
-                Some(h),
+                Some(&h),
                 tag,
             )?;
         }
