@@ -69,7 +69,7 @@ impl std::fmt::Debug for KafkaSink {
 
 impl KafkaSink {
     fn flush(&mut self) -> Result<()> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
+        super::txn::flush(&self.producer, FLUSH_TIMEOUT).map_err(|e| {
             Error::runtime(format!(
                 "cannot flush kafka topic '{}': {e}",
                 self.target.topic

@@ -179,6 +179,33 @@ where
     }
 }
 
+/// Waits until every record `producer` was given is delivered (or failed), serving the
+/// delivery reports. Not rust-rdkafka's `flush`: it waits in steps of 100 ms, since its
+/// `poll` returns only once its whole timeout has passed (every checkpoint took at least
+/// 100 ms, the member's partitions unread meanwhile), and a `poll` with a timeout under
+/// a millisecond spins on the clock. Here: serve what is there, else sleep 1 ms.
+pub(crate) fn flush<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> std::result::Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let waiting = producer.in_flight_count();
+        // Serves one queued event: a batch of delivery reports.
+        producer.poll(Duration::ZERO);
+        match producer.flush(Duration::ZERO) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                if Instant::now() < deadline =>
+            {
+                if producer.in_flight_count() >= waiting {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Delivery reports of a task's producer: the offset of the snapshot's manifest, and
 /// the first failure.
 #[derive(Debug, Default)]
@@ -412,8 +439,7 @@ impl TaskTxn {
                 tag,
             )?;
         }
-        self.producer
-            .flush(TXN_TIMEOUT)
+        flush(&self.producer, TXN_TIMEOUT)
             .map_err(|e| txn_error(&format!("task {}: flush", self.id), &e))?;
         let ctx = self.producer.context();
         if let Some(e) = ctx.failed.lock().ok().and_then(|mut f| f.take()) {
@@ -464,5 +490,41 @@ impl TaskTxn {
         if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
             tracing::debug!(task = %self.id, "abort: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+
+    /// A record that cannot be delivered keeps `flush` waiting until its timeout, and
+    /// then it says so: it never reports done with a record in flight.
+    #[test]
+    fn flush_waits_for_every_record_and_times_out_when_the_broker_is_gone() {
+        // Nothing listens on port 1: the record stays queued.
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "60000")
+            .set("log_level", "0")
+            .create()
+            .expect("a producer needs no broker to be created");
+        producer
+            .send(BaseRecord::<(), str>::to("t").payload("x"))
+            .map_err(|(e, _)| e)
+            .expect("queued");
+        let result = flush(&producer, Duration::from_millis(300));
+        assert!(
+            matches!(
+                result,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(producer.in_flight_count(), 1);
+        // Once nothing is queued it is done (the purged record's report served).
+        producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        assert!(flush(&producer, Duration::from_secs(30)).is_ok());
+        assert_eq!(producer.in_flight_count(), 0);
     }
 }
