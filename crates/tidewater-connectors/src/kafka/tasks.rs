@@ -59,7 +59,14 @@ const CONSUMER_ONLY: &[&str] = &[
     "fetch.wait.max.ms",
     "fetch.max.bytes",
     "max.partition.fetch.bytes",
+    "fetch.queue.backoff.ms",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
 ];
+/// How long librdkafka waits before fetching again for a partition whose local queue
+/// was full: its default of 1 s idles a consumer that drains the queue in a few
+/// milliseconds (BENCHMARKS.md).
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// Where a Kafka job's output goes.
 #[derive(Debug)]
@@ -146,16 +153,7 @@ impl Shared {
     fn new(job: KafkaJob) -> Result<Self> {
         let props = &job.source.properties;
         let mut consumer_config = props.client_config();
-        for (k, v) in [
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("isolation.level", "read_committed"),
-            ("partition.assignment.strategy", "cooperative-sticky"),
-        ] {
-            if props.get(k).is_none() {
-                consumer_config.set(k, v);
-            }
-        }
+        consumer_defaults(&mut consumer_config);
         let mut producer_config = props.client_config();
         let mut restorer_config = props.client_config();
         for k in CONSUMER_ONLY {
@@ -170,7 +168,8 @@ impl Shared {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_uncommitted")
             // A restore knows what it waits for: no 500 ms fetch waits at the end.
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
         let mut reader_config = consumer_config.clone();
         reader_config
             .set("group.id", format!("{}-tidewater-window", job.source.group))
@@ -200,6 +199,7 @@ impl Shared {
                 transactional_prefix = p.clone();
             }
         }
+        batch_defaults(&mut producer_config);
         Ok(Self {
             job,
             output,
@@ -246,6 +246,42 @@ impl Shared {
                     })
             }
         })
+    }
+}
+
+/// The group consumer's settings, unless the job's properties set them. Offsets are
+/// committed in the tasks' transactions, never by the consumer. The fetch queue: when a
+/// partition has `queued.min.messages` messages waiting, librdkafka stops fetching it for
+/// `fetch.queue.backoff.ms`; with its defaults (100 000 messages, 1 s) a member that
+/// drains the queue in 50 ms then waits the rest of the second, which capped the job at
+/// about 250 000 events/s. A smaller queue refilled sooner also keeps what the member
+/// reads in cache.
+fn consumer_defaults(consumer: &mut ClientConfig) {
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("isolation.level", "read_committed"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+        ("queued.min.messages", "20000"),
+    ] {
+        if consumer.get(k).is_none() {
+            consumer.set(k, v);
+        }
+    }
+}
+
+/// The task producers' batching, unless the job's properties set it: `linger.ms` = 100,
+/// as Kafka Streams' producers have. Every task producer is transactional, so what it
+/// writes becomes visible to read_committed readers at the commit, and the commit
+/// flushes at once: waiting longer for fuller batches costs those readers no latency.
+/// It halves the client's CPU per record: an idempotent producer may have only five
+/// requests in flight per partition, and with librdkafka's default of 5 ms its broker
+/// thread keeps waking to find a batch ready but no request allowed (BENCHMARKS.md).
+fn batch_defaults(producer: &mut ClientConfig) {
+    let set = |k: &str| producer.get(k).is_some();
+    if !set("linger.ms") && !set("queue.buffering.max.ms") {
+        producer.set("linger.ms", "100");
     }
 }
 
@@ -607,18 +643,31 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
     let mut last_checkpoint = Instant::now();
     let mut buffered = 0;
     let mut last_warning: Option<(String, Instant)> = None;
+    // Set while messages come: the next poll does not wait (a wait costs librdkafka a
+    // clock read per message); once one comes back empty, the next one waits.
+    let mut flowing = false;
     while !shared.job.stop.load(Ordering::SeqCst) {
         if let Some(e) = lock(&consumer.context().error).take() {
             return Err(e);
         }
         // Window tasks read partitions of their own: the loop comes round often for them.
         let has_windows = shared.repartition.is_some();
-        let wait = Duration::from_millis(if has_windows { 5 } else { 50 });
-        let idle = match consumer.poll(wait) {
+        let wait = match (flowing, has_windows) {
+            (true, _) => Duration::ZERO,
+            (false, true) => Duration::from_millis(5),
+            (false, false) => Duration::from_millis(50),
+        };
+        let polled = consumer.poll(wait);
+        if flowing && polled.is_none() {
+            flowing = false;
+            continue;
+        }
+        let idle = match polled {
             Some(Ok(m)) => {
                 if consumer.context().buffer(&m) {
                     buffered += 1;
                 }
+                flowing = true;
                 false
             }
             Some(Err(KafkaError::PartitionEOF(_))) => true,
@@ -663,4 +712,39 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_refetches_soon_unless_the_job_says_otherwise() {
+        let mut c = ClientConfig::new();
+        consumer_defaults(&mut c);
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(c.get("queued.min.messages"), Some("20000"));
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        let mut c = ClientConfig::new();
+        c.set("fetch.queue.backoff.ms", "1000")
+            .set("isolation.level", "read_uncommitted");
+        consumer_defaults(&mut c);
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("1000"));
+        assert_eq!(c.get("isolation.level"), Some("read_uncommitted"));
+    }
+
+    #[test]
+    fn task_producers_linger_unless_the_job_says_otherwise() {
+        let mut c = ClientConfig::new();
+        batch_defaults(&mut c);
+        assert_eq!(c.get("linger.ms"), Some("100"));
+        for key in ["linger.ms", "queue.buffering.max.ms"] {
+            let mut c = ClientConfig::new();
+            c.set(key, "7");
+            batch_defaults(&mut c);
+            assert_eq!(c.get(key), Some("7"), "{key}");
+            assert_eq!(c.config_map().len(), 1, "{key}: nothing added");
+        }
+    }
 }
