@@ -78,8 +78,9 @@ fn topic_pattern_and_csv_values_keyed_by_the_message_key() {
 }
 
 /// Without 'sink.transaction-headers' the exactly-once sink writes records as Flink's
-/// does: key and value, no headers. One instance and no fault, so no transaction is
-/// aborted and every visible record is committed: they are the oracle's rows, each once.
+/// does: key and value, no headers, stamped with their create time. One instance and no
+/// fault, so no transaction is aborted and every visible record is committed: they are
+/// the oracle's rows, each once.
 #[test]
 fn exactly_once_records_carry_no_headers_by_default() {
     let Some(broker) = Broker::start() else {
@@ -103,6 +104,7 @@ fn exactly_once_records_carry_no_headers_by_default() {
     let ends = producer.ends();
 
     let watcher = Watcher::new(&broker, &s);
+    let spawned_at = epoch_millis();
     let mut one = s.spawn("one", &[]);
     let began = Instant::now();
     loop {
@@ -121,6 +123,7 @@ fn exactly_once_records_carry_no_headers_by_default() {
         std::thread::sleep(POLL_EVERY);
     }
     one.stop_cleanly();
+    let stopped_at = epoch_millis();
 
     // Every output partition read to its end.
     let consumer = broker.consumer(&[
@@ -156,6 +159,16 @@ fn exactly_once_records_carry_no_headers_by_default() {
                     m.partition(),
                     m.offset()
                 );
+                // Create time, as a Kafka producer stamps it: while the job ran.
+                match m.timestamp() {
+                    rdkafka::Timestamp::CreateTime(t) => assert!(
+                        (spawned_at..=stopped_at).contains(&t),
+                        "record {}@{} stamped {t}, outside the run {spawned_at}..={stopped_at}",
+                        m.partition(),
+                        m.offset()
+                    ),
+                    other => panic!("record {}@{}: {other:?}", m.partition(), m.offset()),
+                }
                 let payload = String::from_utf8_lossy(m.payload().unwrap_or_default());
                 rows.push(parse_row(&payload).unwrap_or_else(|e| panic!("{e}: {payload}")));
             }
@@ -165,6 +178,13 @@ fn exactly_once_records_carry_no_headers_by_default() {
     expected.sort();
     assert_eq!(rows.len(), expected.len(), "records vs the oracle's rows");
     assert!(rows == expected, "the records are not the oracle's rows");
+}
+
+fn epoch_millis() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
 }
 
 /// Escapes the regex metacharacters a generated topic name could hold.

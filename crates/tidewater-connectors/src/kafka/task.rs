@@ -20,7 +20,7 @@ use super::changelog::{Mark, changelog_topic, read_snapshot};
 use super::codec::{MessageDecoder, Pending};
 use super::repartition::{InputWatermark, Kind, Layout, record_key, split_rows};
 use super::tasks::Shared;
-use super::txn::{CheckpointError, OutputTarget, TXN_TIMEOUT, TaskTxn, produce};
+use super::txn::{CheckpointError, Extra, OutputTarget, TXN_TIMEOUT, TaskTxn, produce};
 use super::window_task::WindowTask;
 
 /// A task: an input partition's, or a window task's when the job repartitions.
@@ -352,7 +352,7 @@ impl InputTask {
                             Some(p),
                             Some(key.as_bytes()),
                             &bytes,
-                            None,
+                            Extra::default(),
                             0,
                         )?;
                     }
@@ -392,7 +392,7 @@ impl InputTask {
                 Some(p),
                 Some(key.as_bytes()),
                 value.as_bytes(),
-                None,
+                Extra::default(),
                 0,
             )?;
         }
