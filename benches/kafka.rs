@@ -22,7 +22,12 @@
 //!    speed, with no engine in between: a bare consumer's messages per CPU-second of this process, and
 //!    transactional producers' records per CPU-second for as many result-shaped records
 //!    as the job wrote, with and without the four `tidewater.*` headers
-//!    (`TIDEWATER_BENCH_KAFKA_CLIENT_ONLY=1` measures only this).
+//!    (`TIDEWATER_BENCH_KAFKA_CLIENT_ONLY=1` measures only this;
+//!    `TIDEWATER_BENCH_KAFKA_CLIENT_PRODUCERS=n` sets how many producers,
+//!    `TIDEWATER_BENCH_KAFKA_CLIENT_TXN=0` makes them plain ones, flushed every second).
+//!    `TIDEWATER_BENCH_KAFKA_LOG=<filter>` sets the instances' `RUST_LOG` (keep `info`: the
+//!    timing starts at the tasks' "opened" lines) and keeps their logs;
+//!    `TIDEWATER_BENCH_KAFKA_FAILOVER=0` skips part 3.
 //! 3. **Failover**: two instances with `-p 1` over a fresh backlog in a new group; one is
 //!    SIGKILLed after its first commit; the time from the kill until the partitions it
 //!    owned commit again under the survivor (session timeout 6 s).
@@ -221,10 +226,18 @@ fn own_cpu() -> f64 {
 /// broker can deliver on this machine), and per CPU-second of this process (what the
 /// client costs per message consumed).
 fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> (f64, f64) {
-    let consumer: BaseConsumer = broker.consumer(&[
-        ("group.id", &unique_name("bench-bare")),
+    let group = unique_name("bench-bare");
+    // The job's fetch settings (`tasks::consumer_defaults`): librdkafka's own stop
+    // fetching for a second whenever 100 000 messages wait.
+    let mut props = vec![
+        ("group.id", group.as_str()),
         ("enable.auto.commit", "false"),
-    ]);
+        ("fetch.queue.backoff.ms", "10"),
+        ("queued.min.messages", "20000"),
+    ];
+    let extra = extra_props();
+    props.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let consumer: BaseConsumer = broker.consumer(&props);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -249,6 +262,15 @@ fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> (f
     )
 }
 
+/// How many producers the client-alone rows use (default: one per partition), and
+/// whether they are transactional (default) or plain.
+fn client_producers(partitions: i32) -> (i32, bool) {
+    (
+        env_num("TIDEWATER_BENCH_KAFKA_CLIENT_PRODUCERS", partitions),
+        std::env::var("TIDEWATER_BENCH_KAFKA_CLIENT_TXN").map_or(true, |v| v != "0"),
+    )
+}
+
 /// Records per CPU-second of this process that `producers` transactional producers
 /// (one per partition of a new topic, as the job's tasks have one each) take to write
 /// `records` records shaped like the job's results, committing every second, with the
@@ -256,18 +278,25 @@ fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> (f
 /// costs for the job's output at full speed, without any encoding or aggregation.
 fn transactional_produce(broker: &Broker, producers: i32, records: u64, headers: bool) -> f64 {
     use rdkafka::message::{Header, OwnedHeaders};
+    let (producers, txn) = client_producers(producers);
     let topic = unique_name("bench-txn-client");
     broker.create_topic(&topic, producers);
     let all: Vec<BaseProducer> = (0..producers)
         .map(|p| {
             let mut config = broker.config();
-            config.set("transactional.id", unique_name(&format!("client-{p}")));
+            // As the job's task producers batch (`tasks::batch_defaults`).
+            config.set("linger.ms", "100");
+            if txn {
+                config.set("transactional.id", unique_name(&format!("client-{p}")));
+            }
             for (k, v) in extra_props() {
                 config.set(k, v);
             }
             let producer: BaseProducer = config.create().unwrap();
-            producer.init_transactions(Duration::from_secs(30)).unwrap();
-            producer.begin_transaction().unwrap();
+            if txn {
+                producer.init_transactions(Duration::from_secs(30)).unwrap();
+                producer.begin_transaction().unwrap();
+            }
             producer
         })
         .collect();
@@ -303,6 +332,12 @@ fn transactional_produce(broker: &Broker, producers: i32, records: u64, headers:
         })
     });
     let commit = |all: &[BaseProducer]| {
+        if !txn {
+            for producer in all {
+                producer.flush(Duration::from_secs(30)).unwrap();
+            }
+            return;
+        }
         for producer in all {
             producer
                 .commit_transaction(Duration::from_secs(30))
@@ -353,22 +388,26 @@ fn opened(log: &std::path::Path) -> usize {
 }
 
 fn spawn(job: &std::path::Path, p: usize, log: &std::path::Path) -> Child {
-    Command::new(BIN)
-        .args([
-            "run",
-            job.to_str().unwrap(),
-            "-p",
-            &p.to_string(),
-            "--http",
-            "off",
-        ])
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+    let mut cmd = Command::new(BIN);
+    // `TIDEWATER_BENCH_KAFKA_LOG=<filter>`: the instances log at that level (RUST_LOG).
+    match std::env::var("TIDEWATER_BENCH_KAFKA_LOG") {
+        Ok(filter) => cmd.env("RUST_LOG", filter),
+        Err(_) => cmd.env_remove("RUST_LOG"),
+    };
+    cmd.args([
+        "run",
+        job.to_str().unwrap(),
+        "-p",
+        &p.to_string(),
+        "--http",
+        "off",
+    ])
+    .env("NO_COLOR", "1")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap())
+    .spawn()
+    .unwrap()
 }
 
 /// How long the committed offsets of a repartitioning job must stand still, once every
@@ -617,7 +656,11 @@ fn main() {
     let Some(broker) = Broker::start() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("TIDEWATER_BENCH_KAFKA_LOG").is_some() {
+        dir.disable_cleanup(true);
+        println!("instance logs kept in {}", dir.path().display());
+    }
 
     // 1. Throughput over a backlog, read by each case in its own group.
     let input = unique_name("bench-in");
@@ -655,7 +698,7 @@ fn main() {
     println!("| case | figure |");
     println!("|---|---|");
     println!(
-        "| broker ceiling: one bare consumer reading the input ({total} messages, no processing) | {ceiling:.0} messages/s |"
+        "| one bare consumer reading the input with the job's fetch settings ({total} messages, no processing) | {ceiling:.0} messages/s |"
     );
     let fmt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("n/a".to_string(), f);
     for (name, r) in &runs {
@@ -699,7 +742,18 @@ fn main() {
         "| client alone: one consumer reading the input, no processing | {consumed_per_cpu:.0} messages per CPU-second |"
     );
     println!(
-        "| client alone: {outputs} result-shaped records, {partitions} transactional producers, 1 s transactions, no headers | {bare:.0} records per CPU-second |"
+        "| client alone: {outputs} result-shaped records, {n} {kind} producers, `linger.ms` 100, {every}, no headers | {bare:.0} records per CPU-second |",
+        n = client_producers(partitions).0,
+        kind = if client_producers(partitions).1 {
+            "transactional"
+        } else {
+            "plain"
+        },
+        every = if client_producers(partitions).1 {
+            "1 s transactions"
+        } else {
+            "flushed every second"
+        },
     );
     println!(
         "| … the same with the job's four `tidewater.*` headers on each record | {tagged:.0} records per CPU-second |"
@@ -709,7 +763,8 @@ fn main() {
         1.0 / (1.0 / consumed_per_cpu + per_event / bare)
     );
 
-    if client_only {
+    // `TIDEWATER_BENCH_KAFKA_FAILOVER=0`: throughput only, for comparing settings.
+    if client_only || std::env::var("TIDEWATER_BENCH_KAFKA_FAILOVER").is_ok_and(|v| v == "0") {
         return;
     }
 
