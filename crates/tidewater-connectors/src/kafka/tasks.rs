@@ -275,9 +275,10 @@ fn consumer_defaults(consumer: &mut ClientConfig) {
 /// as Kafka Streams' producers have. Every task producer is transactional, so what it
 /// writes becomes visible to read_committed readers at the commit, and the commit
 /// flushes at once: waiting longer for fuller batches costs those readers no latency.
-/// It halves the client's CPU per record: an idempotent producer may have only five
-/// requests in flight per partition, and with librdkafka's default of 5 ms its broker
-/// thread keeps waking to find a batch ready but no request allowed (BENCHMARKS.md).
+/// It halves the Kafka client's own CPU per record (measured without the engine): an
+/// idempotent producer may have only five requests in flight per partition, and with
+/// librdkafka's default of 5 ms its broker thread keeps waking to find a batch ready
+/// but no request allowed (BENCHMARKS.md).
 fn batch_defaults(producer: &mut ClientConfig) {
     let set = |k: &str| producer.get(k).is_some();
     if !set("linger.ms") && !set("queue.buffering.max.ms") {
