@@ -222,9 +222,9 @@ fn own_cpu() -> f64 {
     cpu_ticks(std::process::id()).unwrap_or(0) as f64 / clock_ticks().0
 }
 
-/// Messages per second one consumer doing nothing else reads from the broker (what the
-/// broker can deliver on this machine), and per CPU-second of this process (what the
-/// client costs per message consumed).
+/// Messages per second one consumer doing nothing else reads from the broker with the
+/// job's fetch settings, and per CPU-second of this process (what the client costs per
+/// message consumed).
 fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> (f64, f64) {
     let group = unique_name("bench-bare");
     // The job's fetch settings (`tasks::consumer_defaults`): librdkafka's own stop
@@ -741,19 +741,14 @@ fn main() {
     println!(
         "| client alone: one consumer reading the input, no processing | {consumed_per_cpu:.0} messages per CPU-second |"
     );
+    let (n, txn) = client_producers(partitions);
+    let (kind, every) = if txn {
+        ("transactional", "1 s transactions")
+    } else {
+        ("plain", "flushed every second")
+    };
     println!(
-        "| client alone: {outputs} result-shaped records, {n} {kind} producers, `linger.ms` 100, {every}, no headers | {bare:.0} records per CPU-second |",
-        n = client_producers(partitions).0,
-        kind = if client_producers(partitions).1 {
-            "transactional"
-        } else {
-            "plain"
-        },
-        every = if client_producers(partitions).1 {
-            "1 s transactions"
-        } else {
-            "flushed every second"
-        },
+        "| client alone: {outputs} result-shaped records, {n} {kind} producers, `linger.ms` 100, {every}, no headers | {bare:.0} records per CPU-second |"
     );
     println!(
         "| … the same with the job's four `tidewater.*` headers on each record | {tagged:.0} records per CPU-second |"
