@@ -27,7 +27,8 @@
 //!    `TIDEWATER_BENCH_KAFKA_CLIENT_TXN=0` makes them plain ones, flushed every second).
 //!    `TIDEWATER_BENCH_KAFKA_LOG=<filter>` sets the instances' `RUST_LOG` (keep `info`: the
 //!    timing starts at the tasks' "opened" lines) and keeps their logs;
-//!    `TIDEWATER_BENCH_KAFKA_FAILOVER=0` skips part 3.
+//!    `TIDEWATER_BENCH_KAFKA_FAILOVER=0` skips part 3; `TIDEWATER_BENCH_BIN=<path>` runs
+//!    another build of `tidewater` (to compare two versions on the same broker).
 //! 3. **Failover**: two instances with `-p 1` over a fresh backlog in a new group; one is
 //!    SIGKILLed after its first commit; the time from the kill until the partitions it
 //!    owned commit again under the survivor (session timeout 6 s).
@@ -56,6 +57,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidewater");
+
+/// The `tidewater` binary the instances run: this build's, or `TIDEWATER_BENCH_BIN`
+/// (another build, for comparing two versions on the same broker and input).
+fn bin() -> String {
+    std::env::var("TIDEWATER_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 /// Extra librdkafka properties to try, `TIDEWATER_BENCH_KAFKA_PROPS=name=value;name=value`:
 /// given to the job (as `properties.*`) and to the client-alone producers.
@@ -388,7 +395,7 @@ fn opened(log: &std::path::Path) -> usize {
 }
 
 fn spawn(job: &std::path::Path, p: usize, log: &std::path::Path) -> Child {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     // `TIDEWATER_BENCH_KAFKA_LOG=<filter>`: the instances log at that level (RUST_LOG).
     match std::env::var("TIDEWATER_BENCH_KAFKA_LOG") {
         Ok(filter) => cmd.env("RUST_LOG", filter),

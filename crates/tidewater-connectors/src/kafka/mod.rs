@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`options`](self::options): the table options, checked before the job starts, and
 //!   the librdkafka configurations they become (secrets never reach a log).
+//! - `fetch`: a member's assigned partitions read in batches from a librdkafka queue of
+//!   its own (the crate's only `unsafe`, behind a safe API).
 //! - `codec`: messages to Arrow batches (bad ones become dead letters with topic,
 //!   partition and offset) and batches to messages.
 //! - [`tasks`]: the partition-task runtime. Each instance's members join the group;
@@ -24,6 +26,7 @@
 
 mod changelog;
 mod codec;
+mod fetch;
 pub mod options;
 mod repartition;
 mod sink;

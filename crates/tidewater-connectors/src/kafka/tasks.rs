@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -31,6 +31,7 @@ use tidewater_core::metrics::JobMetrics;
 use tidewater_core::{Error, Result};
 use tidewater_runtime::Chain;
 
+use super::fetch::{Batch, FetchQueue, Fetched};
 use super::options::{KafkaSinkOptions, KafkaSourceOptions, StartupMode};
 use super::task::Task;
 pub use super::topics::Repartition;
@@ -39,6 +40,10 @@ use super::txn::{CheckpointError, TXN_TIMEOUT};
 
 /// Messages buffered before they are pushed through the tasks' chains.
 const BATCH_MESSAGES: usize = 4096;
+/// Messages read at a time when the member also runs window tasks, which are served
+/// between reads: a window task's record is a batch of rows, and serving them per input
+/// message would cost more than the message.
+const WINDOW_READ: usize = 256;
 /// Longest wait between two attempts to reopen a failed task.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Properties only a consumer understands (kept from the producers' configuration).
@@ -301,6 +306,9 @@ struct Member {
     restorer: BaseConsumer,
     /// An error of a callback, for the member loop to return.
     error: Mutex<Option<Error>>,
+    /// Where assigned partitions' messages go (set once the consumer exists; weak, as
+    /// the queue holds the consumer, which holds this context).
+    fetch: OnceLock<Weak<FetchQueue<Member>>>,
 }
 
 impl ClientContext for Member {}
@@ -325,6 +333,7 @@ impl ConsumerContext for Member {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 JobMetrics::add(&self.shared.job.metrics.partitions.assignments, 1);
                 for (topic, p) in &keys {
+                    self.route(topic, *p);
                     if let Some(start) = self.open(consumer, topic, *p)
                         && let Err(e) = tpl.set_partition_offset(topic, *p, start)
                     {
@@ -376,6 +385,17 @@ impl Member {
 
     fn fail(&self, e: Error) {
         lock(&self.error).get_or_insert(e);
+    }
+
+    /// Routes a partition about to be assigned into the member's fetch queue. Should
+    /// that fail, its messages come through the consumer's queue, one poll each.
+    fn route(&self, topic: &str, partition: i32) {
+        let Some(fetch) = self.fetch.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        if let Err(e) = fetch.route(topic, partition) {
+            tracing::warn!("{topic}/{partition}: {e}; reading it one message at a time");
+        }
     }
 
     /// Opens the task of a partition; on failure the partition is retried later and
@@ -462,22 +482,33 @@ impl Member {
     }
 
     /// Adds a polled message to its task's pending messages (or drops it when the
-    /// partition has no open task: it is read again once the task opens). Copies the
-    /// bytes into the task's buffers: no allocation per message.
+    /// partition has no open task: it is read again once the task opens).
     fn buffer(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
-        let (topic, partition) = (m.topic(), m.partition());
+        let message = Fetched {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+        };
+        buffer_into(&mut lock(&self.tasks), &message)
+    }
+
+    /// [`buffer`](Self::buffer) for a batch from the fetch queue, under one lock.
+    /// Returns how many messages were buffered, and the batch's errors other than
+    /// partition ends.
+    fn buffer_batch(&self, batch: &Batch<'_>) -> (usize, Vec<KafkaError>) {
         let mut tasks = lock(&self.tasks);
-        // A member has a handful of tasks: a scan beats building an owned key.
-        match tasks
-            .iter_mut()
-            .find(|((t, p), _)| *p == partition && t == topic)
-        {
-            Some((_, t)) => {
-                t.buffer(m.offset(), m.key(), m.payload());
-                true
+        let mut buffered = 0;
+        let mut errors = Vec::new();
+        for m in batch.iter() {
+            match m {
+                Ok(m) => buffered += usize::from(buffer_into(&mut tasks, &m)),
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(e) => errors.push(e),
             }
-            None => false,
         }
+        (buffered, errors)
     }
 
     /// The consumer had nothing: every input task without a message since is quiet.
@@ -559,6 +590,35 @@ impl Member {
     }
 }
 
+/// Copies a message into its task's buffers (no allocation per message); false when
+/// its partition has no open task.
+fn buffer_into(tasks: &mut BTreeMap<Key, Task>, m: &Fetched<'_>) -> bool {
+    // A member has a handful of tasks: a scan beats building an owned key.
+    match tasks
+        .iter_mut()
+        .find(|((t, p), _)| *p == m.partition && t == m.topic)
+    {
+        Some((_, t)) => {
+            t.buffer(m.offset, m.key, m.payload);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Logs a consumer error, but the same one at most every ten seconds: librdkafka
+/// reconnects by itself and says so at every attempt.
+fn warn_now_and_then(last: &mut Option<(String, Instant)>, e: &KafkaError) {
+    let text = e.to_string();
+    let repeat = last
+        .as_ref()
+        .is_some_and(|(t, at)| *t == text && at.elapsed() < Duration::from_secs(10));
+    if !repeat {
+        tracing::warn!("kafka consumer: {text}");
+        *last = Some((text, Instant::now()));
+    }
+}
+
 /// Runs the job until `stop` is set (or a member fails).
 pub fn run(job: KafkaJob) -> Result<KafkaReport> {
     let members = job.members.max(1);
@@ -629,11 +689,20 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
         lost: Mutex::default(),
         restorer,
         error: Mutex::default(),
+        fetch: OnceLock::new(),
     };
-    let consumer: BaseConsumer<Member> = shared
-        .consumer_config
-        .create_with_context(ctx)
-        .map_err(|e| Error::runtime(format!("kafka consumer: {e}")))?;
+    let consumer: Arc<BaseConsumer<Member>> = Arc::new(
+        shared
+            .consumer_config
+            .create_with_context(ctx)
+            .map_err(|e| Error::runtime(format!("kafka consumer: {e}")))?,
+    );
+    // Declared after the consumer, so dropped before this function's reference to it:
+    // the consumer closes (revoking every task) once the queue is gone.
+    let fetch = Arc::new(FetchQueue::new(consumer.clone())?);
+    // A fresh context: nothing was set before.
+    let _ = consumer.context().fetch.set(Arc::downgrade(&fetch));
+    let consumer: &BaseConsumer<Member> = &consumer;
     let mut subscription = shared.job.source.topics.subscription();
     subscription.extend(shared.repartition.as_ref().map(|r| r.tasks_topic.clone()));
     let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
@@ -644,70 +713,65 @@ fn member(shared: &Arc<Shared>) -> Result<()> {
     let mut last_checkpoint = Instant::now();
     let mut buffered = 0;
     let mut last_warning: Option<(String, Instant)> = None;
-    // Set while messages come: the next poll does not wait (a wait costs librdkafka a
-    // clock read per message); once one comes back empty, the next one waits.
+    // Set while messages come: the next read does not wait.
     let mut flowing = false;
     while !shared.job.stop.load(Ordering::SeqCst) {
         if let Some(e) = lock(&consumer.context().error).take() {
             return Err(e);
         }
+        // Rebalances (the tasks open and close inside this poll) and errors; and the
+        // messages of a partition that could not be routed to the fetch queue.
+        let mut got = 0;
+        match consumer.poll(Duration::ZERO) {
+            Some(Ok(m)) => {
+                buffered += usize::from(consumer.context().buffer(&m));
+                got += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => warn_now_and_then(&mut last_warning, &e),
+        }
         // Window tasks read partitions of their own: the loop comes round often for them.
         let has_windows = shared.repartition.is_some();
-        let wait = match (flowing, has_windows) {
+        let wait = match (flowing || got > 0, has_windows) {
             (true, _) => Duration::ZERO,
             (false, true) => Duration::from_millis(5),
             (false, false) => Duration::from_millis(50),
         };
-        let polled = consumer.poll(wait);
-        if flowing && polled.is_none() {
-            flowing = false;
-            continue;
-        }
-        let idle = match polled {
-            Some(Ok(m)) => {
-                if consumer.context().buffer(&m) {
-                    buffered += 1;
-                }
-                flowing = true;
-                false
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => true,
-            Some(Err(e)) => {
-                // Broker trouble: librdkafka reconnects by itself; say so once in a while.
-                let text = e.to_string();
-                let repeat = last_warning
-                    .as_ref()
-                    .is_some_and(|(t, at)| *t == text && at.elapsed() < Duration::from_secs(10));
-                if !repeat {
-                    tracing::warn!("kafka consumer: {text}");
-                    last_warning = Some((text, Instant::now()));
-                }
-                true
-            }
-            None => {
-                consumer.context().note_quiet();
-                true
-            }
+        let max = if has_windows {
+            WINDOW_READ
+        } else {
+            BATCH_MESSAGES.saturating_sub(buffered).max(1)
         };
-        if buffered >= BATCH_MESSAGES || (idle && buffered > 0) {
-            consumer.context().process_all(&consumer, false);
+        let batch = fetch.read(wait, max);
+        let (read, errors) = consumer.context().buffer_batch(&batch);
+        buffered += read;
+        got += batch.len();
+        // Fewer than asked for: the queue is empty for now.
+        let drained = batch.len() < max;
+        drop(batch);
+        for e in &errors {
+            warn_now_and_then(&mut last_warning, e);
+        }
+        flowing = got > 0;
+        if drained {
+            consumer.context().note_quiet();
+        }
+        if buffered >= BATCH_MESSAGES || (drained && buffered > 0) {
+            consumer.context().process_all(consumer, false);
             buffered = 0;
         }
-        // Not after every input message: a window task's record is a batch of rows, and
-        // polling its reader per input message would cost more than the message.
-        if has_windows && (idle || buffered % 256 == 0) {
-            consumer.context().process_all(&consumer, true);
+        if has_windows {
+            consumer.context().process_all(consumer, true);
         }
-        // Reading the clock per message costs more than the rest of the loop.
-        if (idle || buffered % 1024 == 0) && last_checkpoint.elapsed() >= interval {
-            consumer.context().checkpoint_all(&consumer);
-            consumer.context().retry_broken(&consumer);
+        if last_checkpoint.elapsed() >= interval {
+            consumer.context().checkpoint_all(consumer);
+            consumer.context().retry_broken(consumer);
             last_checkpoint = Instant::now();
         }
     }
     // Stop: every task commits what it did; closing the consumer revokes the (then
     // clean) tasks and leaves the group, so the partitions move on at once.
-    consumer.context().checkpoint_all(&consumer);
+    consumer.context().checkpoint_all(consumer);
     consumer.unsubscribe();
     if let Some(e) = lock(&consumer.context().error).take() {
         return Err(e);
