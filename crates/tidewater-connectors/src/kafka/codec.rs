@@ -10,7 +10,9 @@ use arrow::array::{
     Array, ArrayRef, BooleanArray, StringArray, StringBuilder, TimestampMillisecondArray,
 };
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 use arrow::record_batch::RecordBatch;
 use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
 use tidewater_core::metrics::JobMetrics;
@@ -428,7 +430,17 @@ impl RecordEncoder {
 
     /// One record per row.
     pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Encoded> {
-        let batch = timestamps_as_text(batch)?;
+        let json = |f: &RecordFormat| matches!(f, RecordFormat::Lines(Format::Json));
+        // The JSON writer formats millisecond timestamps itself (`MillisAsText`).
+        let batch = if json(&self.value)
+            && self.key.as_ref().is_none_or(|(f, _)| json(f))
+            && !batch.schema().fields().iter().any(|f| {
+                matches!(f.data_type(), DataType::Timestamp(u, _) if *u != TimeUnit::Millisecond)
+            }) {
+            batch.clone()
+        } else {
+            timestamps_as_text(batch)?
+        };
         let values = encode_rows(&self.value, &batch)?;
         let keys = match &self.key {
             Some((format, cols)) => Some(encode_rows(format, &batch.project(cols)?)?),
@@ -442,10 +454,7 @@ impl RecordEncoder {
 /// results carry two each); other timestamp columns the general way.
 fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
     let millis = |f: &arrow::datatypes::Field| {
-        matches!(
-            f.data_type(),
-            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _)
-        )
+        matches!(f.data_type(), DataType::Timestamp(TimeUnit::Millisecond, _))
     };
     let schema = batch.schema();
     if !schema.fields().iter().any(|f| millis(f)) {
@@ -485,6 +494,55 @@ fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
+/// Millisecond timestamps in JSON as Flink writes them, `"YYYY-MM-DD HH:MM:SS.sss"`,
+/// straight into the record: no column of text in between and no escaping (the text
+/// needs none). Window results carry two each, in runs of equal values.
+#[derive(Debug)]
+struct MillisAsText;
+
+impl EncoderFactory for MillisAsText {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> std::result::Result<Option<NullableEncoder<'a>>, ArrowError> {
+        let Some(ts) = array.as_any().downcast_ref::<TimestampMillisecondArray>() else {
+            return Ok(None);
+        };
+        let encoder = MillisEncoder {
+            ts,
+            last: None,
+            text: String::with_capacity(25),
+        };
+        Ok(Some(NullableEncoder::new(
+            Box::new(encoder),
+            ts.nulls().cloned(),
+        )))
+    }
+}
+
+struct MillisEncoder<'a> {
+    ts: &'a TimestampMillisecondArray,
+    /// The value `text` holds, quoted.
+    last: Option<i64>,
+    text: String,
+}
+
+impl Encoder for MillisEncoder<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let ms = self.ts.value(idx);
+        if self.last != Some(ms) {
+            self.text.clear();
+            self.text.push('"');
+            write_millis(ms, &mut self.text);
+            self.text.push('"');
+            self.last = Some(ms);
+        }
+        out.extend_from_slice(self.text.as_bytes());
+    }
+}
+
 fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Slab> {
     let rows = batch.num_rows();
     let mut out = Slab::default();
@@ -500,7 +558,9 @@ fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Slab> {
             }
         }
         RecordFormat::Lines(Format::Json) => {
-            let mut w = arrow::json::LineDelimitedWriter::new(Vec::with_capacity(rows * 96));
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_encoder_factory(Arc::new(MillisAsText))
+                .build::<_, arrow::json::writer::LineDelimited>(Vec::with_capacity(rows * 96));
             w.write(batch)?;
             w.finish()?;
             out.bytes = w.into_inner();
@@ -538,7 +598,6 @@ mod tests {
     use super::*;
     use crate::TableOptions;
     use arrow::array::Int64Array;
-    use arrow::datatypes::TimeUnit;
 
     use tidewater_core::dead_letter::MemoryDeadLetters as Letters;
 
@@ -655,11 +714,19 @@ mod tests {
                 true,
             ),
         ]));
+        // A run of equal bounds, a null (left out, as arrow-json leaves out nulls) and
+        // another value: the JSON writer's own formatting of them keeps no stale text.
+        let ends = [
+            Some(1_700_000_010_000),
+            Some(1_700_000_010_000),
+            None,
+            Some(1_700_000_012_345),
+        ];
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(StringArray::from(vec!["k1"])),
-                Arc::new(TimestampMillisecondArray::from(vec![1_700_000_010_000])),
+                Arc::new(StringArray::from(vec!["k1", "k2", "k3", "k4"])),
+                Arc::new(TimestampMillisecondArray::from(ends.to_vec())),
             ],
         )
         .expect("batch");
@@ -668,12 +735,31 @@ mod tests {
             Some((RecordFormat::Raw, vec![0])),
         );
         let records = e.encode(&batch).expect("encode");
+        let expected: Vec<(Option<&[u8]>, &[u8])> = vec![
+            (
+                Some(b"k1"),
+                br#"{"key":"k1","window_end":"2023-11-14 22:13:30.000"}"#,
+            ),
+            (
+                Some(b"k2"),
+                br#"{"key":"k2","window_end":"2023-11-14 22:13:30.000"}"#,
+            ),
+            (Some(b"k3"), br#"{"key":"k3"}"#),
+            (
+                Some(b"k4"),
+                br#"{"key":"k4","window_end":"2023-11-14 22:13:32.345"}"#,
+            ),
+        ];
+        assert_eq!(records.iter().collect::<Vec<_>>(), expected);
+        // A JSON key: the same text there.
+        let e = RecordEncoder::new(
+            RecordFormat::Lines(Format::Json),
+            Some((RecordFormat::Lines(Format::Json), vec![1])),
+        );
+        let records = e.encode(&batch).expect("encode");
         assert_eq!(
-            records.iter().collect::<Vec<_>>(),
-            vec![(
-                Some(b"k1".as_slice()),
-                br#"{"key":"k1","window_end":"2023-11-14 22:13:30.000"}"#.as_slice()
-            )]
+            records.iter().next().and_then(|(k, _)| k),
+            Some(br#"{"window_end":"2023-11-14 22:13:30.000"}"#.as_slice())
         );
     }
 }
