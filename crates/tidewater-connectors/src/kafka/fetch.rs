@@ -12,8 +12,8 @@
 //! consumer through rust-rdkafka for rebalances and errors.
 //!
 //! Why this is sound, by construction of the types:
-//! - a [`FetchQueue`] holds an `Arc` of its consumer, so librdkafka's handle (and every
-//!   partition forwarding into the queue) outlives the queue;
+//! - a [`FetchQueue`] holds an `Arc` of its consumer, so librdkafka's handle outlives
+//!   the queue and every message taken from it;
 //! - a [`Batch`] borrows its queue and destroys its messages when dropped, and every
 //!   [`Fetched`] view borrows the batch, so no view outlives the message it reads;
 //! - librdkafka's queues take their own lock on every operation, so the queue may be
