@@ -234,7 +234,7 @@ fn own_cpu() -> f64 {
 /// message consumed).
 fn bare_consume(broker: &Broker, topic: &str, partitions: i32, total: i64) -> (f64, f64) {
     let group = unique_name("bench-bare");
-    // The job's fetch settings (`tasks::consumer_defaults`): librdkafka's own stop
+    // The job's fetch settings (`client_defaults::consumer_defaults`): librdkafka's own stop
     // fetching for a second whenever 100 000 messages wait.
     let mut props = vec![
         ("group.id", group.as_str()),
@@ -291,7 +291,7 @@ fn transactional_produce(broker: &Broker, producers: i32, records: u64, headers:
     let all: Vec<BaseProducer> = (0..producers)
         .map(|p| {
             let mut config = broker.config();
-            // As the job's task producers batch (`tasks::batch_defaults`).
+            // As the job's task producers batch (`client_defaults::batch_defaults`).
             config.set("linger.ms", "100");
             if txn {
                 config.set("transactional.id", unique_name(&format!("client-{p}")));

@@ -12,6 +12,8 @@
 //!   every assigned input partition becomes a task with its own watermark, window state
 //!   and transactional producer; a task checkpoints into one Kafka transaction (output,
 //!   state snapshot on the changelog topic, input offset).
+//! - `client_defaults`: the librdkafka settings a job changes (fetch backoff and queue,
+//!   producer linger), each with the measurement behind it.
 //! - `task` / `txn`: an input partition's task, and the transactional side every task
 //!   shares (fencing, the commit of one checkpoint).
 //! - `topics`: the broker and the input checked at start; changelogs and repartition
@@ -25,6 +27,7 @@
 //!   threaded executor; a Kafka sink behind another source writes at-least-once.
 
 mod changelog;
+mod client_defaults;
 mod codec;
 mod fetch;
 pub mod options;
