@@ -28,7 +28,9 @@
 //!    `TIDEWATER_BENCH_KAFKA_LOG=<filter>` sets the instances' `RUST_LOG` (keep `info`: the
 //!    timing starts at the tasks' "opened" lines) and keeps their logs;
 //!    `TIDEWATER_BENCH_KAFKA_FAILOVER=0` skips part 3; `TIDEWATER_BENCH_BIN=<path>` runs
-//!    another build of `tidewater` (to compare two versions on the same broker).
+//!    another build of `tidewater` (to compare two versions on the same broker), and
+//!    `TIDEWATER_BENCH_KAFKA_AB=<path>` alternates the keyed run between two builds
+//!    instead of parts 1–3 ([`compare`]).
 //! 3. **Failover**: two instances with `-p 1` over a fresh backlog in a new group; one is
 //!    SIGKILLed after its first commit; the time from the kill until the partitions it
 //!    owned commit again under the survivor (session timeout 6 s).
@@ -394,8 +396,8 @@ fn opened(log: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-fn spawn(job: &std::path::Path, p: usize, log: &std::path::Path) -> Child {
-    let mut cmd = Command::new(bin());
+fn spawn(bin: &str, job: &std::path::Path, p: usize, log: &std::path::Path) -> Child {
+    let mut cmd = Command::new(bin);
     // `TIDEWATER_BENCH_KAFKA_LOG=<filter>`: the instances log at that level (RUST_LOG).
     match std::env::var("TIDEWATER_BENCH_KAFKA_LOG") {
         Ok(filter) => cmd.env("RUST_LOG", filter),
@@ -543,15 +545,15 @@ fn count_output(broker: &Broker, topic: &str, partitions: i32) -> u64 {
 /// it ends at the last change of either, once every input offset is committed and nothing
 /// has changed for [`STABLE`]; that the window tasks commit nothing after it is checked
 /// once the process has stopped.
-fn throughput(
-    broker: &Broker,
-    dir: &std::path::Path,
-    input: &str,
-    partitions: i32,
-    total: i64,
-    p: usize,
-    keyed: bool,
-) -> Run {
+fn throughput(bin: &str, backlog: &Backlog<'_>, keyed: bool) -> Run {
+    let Backlog {
+        broker,
+        dir,
+        input,
+        partitions,
+        total,
+        p,
+    } = *backlog;
     let case = if keyed { "keyed" } else { "repartition" };
     let output = unique_name(&format!("bench-out-{case}"));
     broker.create_topic(&output, partitions);
@@ -579,7 +581,7 @@ fn throughput(
     let reader: BaseConsumer = broker.consumer(&[("group.id", &group)]);
     let log = dir.join(format!("{case}.log"));
     let started = Instant::now();
-    let mut child = spawn(&job_path, p, &log);
+    let mut child = spawn(bin, &job_path, p, &log);
     let pid = child.id();
     let mut first: Option<Moment> = None;
     let mut perf = None;
@@ -655,6 +657,70 @@ fn throughput(
     }
 }
 
+/// The input every throughput run reads, and where and how wide they run.
+#[derive(Clone, Copy)]
+struct Backlog<'a> {
+    broker: &'a Broker,
+    dir: &'a std::path::Path,
+    input: &'a str,
+    partitions: i32,
+    /// Messages in `input` (events and sentinels).
+    total: i64,
+    /// Group members per instance (`-p`).
+    p: usize,
+}
+
+/// `TIDEWATER_BENCH_KAFKA_AB=<other tidewater>`: the keyed run alternates between this
+/// build (or `TIDEWATER_BENCH_BIN`) and the other one, `TIDEWATER_BENCH_KAFKA_ROUNDS`
+/// (default 3) times each, on the same input; prints every run and the medians. Runs of
+/// one binary vary by up to ±25 % on a shared VM: pairs taken close together compare
+/// two builds better than separate invocations.
+fn compare(other: &str, backlog: &Backlog<'_>) {
+    let rounds: usize = env_num("TIDEWATER_BENCH_KAFKA_ROUNDS", 3);
+    let builds = [("A", bin()), ("B", other.to_string())];
+    let mut per_cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut wall: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    println!("A = {}\nB = {}", builds[0].1, builds[1].1);
+    println!("| round | build | events/s wall | events per tidewater CPU-second | load average |");
+    println!("|---|---|---|---|---|");
+    for round in 0..rounds {
+        // Each round starts with the other build, so neither always runs second.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (name, bin) = &builds[i];
+            let r = throughput(bin, backlog, true);
+            let rate = backlog.total as f64 / r.secs;
+            let cpu = r
+                .tidewater_cpu
+                .map_or(f64::NAN, |c| backlog.total as f64 / c);
+            wall[i].push(rate);
+            per_cpu[i].push(cpu);
+            println!(
+                "| {} | {name} | {rate:.0} | {cpu:.0} | {} → {} |",
+                round + 1,
+                r.load.0,
+                r.load.1
+            );
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (i, (name, _)) in builds.iter().enumerate() {
+        println!(
+            "{name}: median {:.0} events/s wall, {:.0} events per tidewater CPU-second",
+            median(&wall[i]),
+            median(&per_cpu[i])
+        );
+    }
+    let better = (0..rounds)
+        .filter(|&k| per_cpu[0][k] > per_cpu[1][k])
+        .count();
+    println!("A did more per CPU-second than B in {better} of {rounds} rounds");
+}
+
 fn main() {
     let events: u64 = env_num("TIDEWATER_BENCH_KAFKA_EVENTS", 2_000_000);
     let partitions: i32 = env_num("TIDEWATER_BENCH_KAFKA_PARTITIONS", 4);
@@ -674,21 +740,27 @@ fn main() {
     broker.create_topic(&input, partitions);
     produce(&broker, &input, partitions, events);
     let total = events as i64 + i64::from(partitions);
+    let backlog = Backlog {
+        broker: &broker,
+        dir: dir.path(),
+        input: &input,
+        partitions,
+        total,
+        p,
+    };
+    if let Ok(other) = std::env::var("TIDEWATER_BENCH_KAFKA_AB") {
+        return compare(&other, &backlog);
+    }
     let (ceiling, consumed_per_cpu) = bare_consume(&broker, &input, partitions, total);
     // `TIDEWATER_BENCH_KAFKA_CLIENT_ONLY=1`: only the client alone (below), for profiling it.
     let client_only = std::env::var("TIDEWATER_BENCH_KAFKA_CLIENT_ONLY").is_ok_and(|v| v == "1");
+    let run = |keyed| throughput(&bin(), &backlog, keyed);
     let mut runs = Vec::new();
     if !client_only {
-        runs.push((
-            "keyed by the grouping key",
-            throughput(&broker, dir.path(), &input, partitions, total, p, true),
-        ));
+        runs.push(("keyed by the grouping key", run(true)));
     }
     if repartition {
-        runs.push((
-            "repartitioning (no 'key.fields')",
-            throughput(&broker, dir.path(), &input, partitions, total, p, false),
-        ));
+        runs.push(("repartitioning (no 'key.fields')", run(false)));
     }
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -815,8 +887,8 @@ fn main() {
             producer.flush(Duration::from_secs(30)).unwrap();
         })
     };
-    let mut a = spawn(&job_path, 1, &dir.path().join("a.log"));
-    let mut b = spawn(&job_path, 1, &dir.path().join("b.log"));
+    let mut a = spawn(&bin(), &job_path, 1, &dir.path().join("a.log"));
+    let mut b = spawn(&bin(), &job_path, 1, &dir.path().join("b.log"));
     // Wait until every partition has committed once, then kill a.
     loop {
         std::thread::sleep(Duration::from_millis(50));
