@@ -1,6 +1,8 @@
 //! The librdkafka settings a Kafka job changes from librdkafka's defaults, and why
 //! (each measured, BENCHMARKS.md). A job's `properties.*` always win.
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
 
 /// Properties only a consumer understands (kept from the producers' configuration).
@@ -52,18 +54,23 @@ pub(super) fn consumer_defaults(consumer: &mut ClientConfig) {
     }
 }
 
-/// The task producers' batching, unless the job's properties set it: `linger.ms` = 100,
-/// as Kafka Streams' producers have. Every task producer is transactional, so what it
-/// writes becomes visible to read_committed readers at the commit, and the commit
-/// flushes at once: waiting longer for fuller batches costs those readers no latency.
-/// It halves the Kafka client's own CPU per record (measured without the engine): an
-/// idempotent producer may have only five requests in flight per partition, and with
-/// librdkafka's default of 5 ms its broker thread keeps waking to find a batch ready
-/// but no request allowed (BENCHMARKS.md).
-pub(super) fn batch_defaults(producer: &mut ClientConfig) {
+/// The task producers' batching, unless the job's properties set it: `linger.ms` = the
+/// commit interval (at least 100 ms, at most librdkafka's 15 min). Every task producer
+/// is transactional: what it writes becomes visible to read_committed readers at the
+/// commit, and the commit flushes at once, so lingering until then costs those readers
+/// no latency; full batches still go out as soon as they are full.
+///
+/// A shorter linger makes librdkafka spin. An idempotent producer may have only five
+/// requests in flight per partition; once the oldest waiting record is older than the
+/// linger and all five are out, librdkafka's broker thread asks to be woken "now" and
+/// polls its sockets without waiting until a response frees a slot. At full speed
+/// against the test broker that was a million `poll` calls in 7.5 s and a quarter of
+/// the job's CPU with a 100 ms linger; 40 000 with the commit interval (BENCHMARKS.md).
+pub(super) fn batch_defaults(producer: &mut ClientConfig, commit_interval: Duration) {
     let set = |k: &str| producer.get(k).is_some();
     if !set("linger.ms") && !set("queue.buffering.max.ms") {
-        producer.set("linger.ms", "100");
+        let ms = commit_interval.as_millis().clamp(100, 900_000);
+        producer.set("linger.ms", ms.to_string());
     }
 }
 
@@ -88,14 +95,20 @@ mod tests {
     }
 
     #[test]
-    fn task_producers_linger_unless_the_job_says_otherwise() {
-        let mut c = ClientConfig::new();
-        batch_defaults(&mut c);
-        assert_eq!(c.get("linger.ms"), Some("100"));
+    fn task_producers_linger_until_the_commit_unless_the_job_says_otherwise() {
+        for (interval, linger) in [
+            (Duration::from_secs(1), "1000"),
+            (Duration::from_millis(20), "100"),
+            (Duration::from_secs(3600), "900000"),
+        ] {
+            let mut c = ClientConfig::new();
+            batch_defaults(&mut c, interval);
+            assert_eq!(c.get("linger.ms"), Some(linger), "{interval:?}");
+        }
         for key in ["linger.ms", "queue.buffering.max.ms"] {
             let mut c = ClientConfig::new();
             c.set(key, "7");
-            batch_defaults(&mut c);
+            batch_defaults(&mut c, Duration::from_secs(1));
             assert_eq!(c.get(key), Some("7"), "{key}");
             assert_eq!(c.config_map().len(), 1, "{key}: nothing added");
         }

@@ -1,4 +1,4 @@
-//! Batch reads of fetched messages: the one place Tidewater calls librdkafka directly.
+//! Batch reads of fetched messages: with `produce`, where Tidewater calls librdkafka directly.
 //!
 //! rust-rdkafka hands out one message per `poll`, and each costs an event, an `Arc`, a
 //! lock of the partition and three clock reads: reading one message at a time, a member

@@ -4,8 +4,9 @@
 //! Layout:
 //! - [`options`](self::options): the table options, checked before the job starts, and
 //!   the librdkafka configurations they become (secrets never reach a log).
-//! - `fetch`: a member's assigned partitions read in batches from a librdkafka queue of
-//!   its own (the crate's only `unsafe`, behind a safe API).
+//! - `fetch` / `produce`: a member's assigned partitions read in batches from a
+//!   librdkafka queue of its own, and records without headers produced many per call
+//!   (the crate's only `unsafe`, each behind a safe API).
 //! - `codec`: messages to Arrow batches (bad ones become dead letters with topic,
 //!   partition and offset) and batches to messages.
 //! - [`tasks`]: the partition-task runtime. Each instance's members join the group;
@@ -31,6 +32,7 @@ mod client_defaults;
 mod codec;
 mod fetch;
 pub mod options;
+mod produce;
 mod repartition;
 mod sink;
 mod source;

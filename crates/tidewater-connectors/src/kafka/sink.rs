@@ -14,7 +14,7 @@ use tidewater_core::{Error, Result};
 use tidewater_runtime::{Barrier, Operator, Output, StateWriter};
 
 use super::options::{DeliveryGuarantee, KafkaSinkOptions, Partitioner};
-use super::txn::{Extra, OutputTarget, now_millis};
+use super::txn::OutputTarget;
 use crate::registry::SinkContext;
 
 /// How long a flush may wait for the broker before the job fails.
@@ -81,16 +81,9 @@ impl KafkaSink {
 
 impl Operator for KafkaSink {
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
-        let records = self.target.encoder.encode(&batch)?;
-        let extra = Extra {
-            headers: None,
-            timestamp: Some(now_millis()),
-        };
-        for record in records.iter() {
-            self.target.send(&self.producer, record, extra, ())?;
-        }
+        let n = self.target.send_batch(&self.producer, &batch, None)?;
         self.producer.poll(Duration::ZERO);
-        JobMetrics::add(&self.metrics.records_out, records.len() as u64);
+        JobMetrics::add(&self.metrics.records_out, n as u64);
         self.producer.context().check(&self.target.topic)
     }
 

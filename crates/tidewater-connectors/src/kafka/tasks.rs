@@ -180,7 +180,7 @@ impl Shared {
                 transactional_prefix = p.clone();
             }
         }
-        batch_defaults(&mut producer_config);
+        batch_defaults(&mut producer_config, job.checkpoint_interval);
         Ok(Self {
             job,
             output,

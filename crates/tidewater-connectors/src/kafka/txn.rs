@@ -20,6 +20,7 @@ use super::changelog::{
 };
 use super::codec::RecordEncoder;
 use super::options::{KafkaSinkOptions, Partitioner};
+use super::produce::{NullOpaque, Record, produce_all};
 use super::repartition::{counter, lineage_header, next_lineage};
 use super::tasks::Shared;
 
@@ -107,6 +108,44 @@ impl OutputTarget {
         )
     }
 
+    /// Encodes `batch` and produces its records, each with `headers` if any; returns
+    /// how many. Without headers they go in one librdkafka call (`produce_all`, which
+    /// cannot carry headers), else one at a time.
+    pub(crate) fn send_batch<C>(
+        &mut self,
+        producer: &BaseProducer<C>,
+        batch: &RecordBatch,
+        headers: Option<&OwnedHeaders>,
+    ) -> Result<usize>
+    where
+        C: ProducerContext,
+        C::DeliveryOpaque: NullOpaque + Clone + Default,
+    {
+        let records = self.encoder.encode(batch)?;
+        if headers.is_none() {
+            let partitions: Vec<Option<i32>> =
+                (0..records.len()).map(|_| self.partition()).collect();
+            let all = records
+                .iter()
+                .zip(partitions)
+                .map(|((key, value), partition)| Record {
+                    key,
+                    value,
+                    partition,
+                });
+            produce_all(producer, &self.topic, all)?;
+        } else {
+            let extra = Extra {
+                headers,
+                timestamp: Some(now_millis()),
+            };
+            for record in records.iter() {
+                self.send(producer, record, extra, C::DeliveryOpaque::default())?;
+            }
+        }
+        Ok(records.len())
+    }
+
     /// Produces `outputs` as records of `txn`'s open transaction, each with its headers
     /// when the sink asks for them, and counts them.
     pub(crate) fn write(
@@ -117,15 +156,8 @@ impl OutputTarget {
     ) -> Result<()> {
         let headers = self.tagged.then(|| txn.headers());
         for b in outputs {
-            let records = self.encoder.encode(b)?;
-            let extra = Extra {
-                headers: headers.as_ref(),
-                timestamp: Some(now_millis()),
-            };
-            for record in records.iter() {
-                self.send(txn.producer(), record, extra, 0)?;
-            }
-            JobMetrics::add(&metrics.records_out, records.len() as u64);
+            let n = self.send_batch(txn.producer(), b, headers.as_ref())?;
+            JobMetrics::add(&metrics.records_out, n as u64);
         }
         Ok(())
     }
