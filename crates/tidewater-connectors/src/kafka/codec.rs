@@ -7,12 +7,13 @@
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, StringArray, StringBuilder, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, StringArray, StringBuilder, StructArray,
+    TimestampMillisecondArray,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
+use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder, make_encoder};
 use arrow::record_batch::RecordBatch;
 use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
 use tidewater_core::metrics::JobMetrics;
@@ -558,23 +559,23 @@ fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Slab> {
             }
         }
         RecordFormat::Lines(Format::Json) => {
-            let mut w = arrow::json::WriterBuilder::new()
-                .with_encoder_factory(Arc::new(MillisAsText))
-                .build::<_, arrow::json::writer::LineDelimited>(Vec::with_capacity(rows * 96));
-            w.write(batch)?;
-            w.finish()?;
-            out.bytes = w.into_inner();
-            // JSON escapes newlines inside strings: every newline ends a record.
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', &out.bytes) {
-                out.spans.push(Some((start, end)));
-                start = end + 1;
-            }
-            if out.spans.len() != rows {
-                return Err(Error::runtime(format!(
-                    "JSON encoding made {} records of {rows} rows",
-                    out.spans.len()
-                )));
+            // arrow-json's encoder straight into the slab, one record per row: its
+            // line writer would copy every 8 KiB through a buffer of its own, and the
+            // records would have to be found again by their newlines.
+            let array = StructArray::from(batch.clone());
+            let field: FieldRef = Arc::new(Field::new_struct(
+                "",
+                batch.schema().fields().clone(),
+                false,
+            ));
+            let options = EncoderOptions::default().with_encoder_factory(Arc::new(MillisAsText));
+            let mut encoder = make_encoder(&field, &array, &options)?;
+            out.bytes.reserve(rows * 96);
+            out.spans.reserve(rows);
+            for i in 0..rows {
+                let start = out.bytes.len();
+                encoder.encode(i, &mut out.bytes);
+                out.spans.push(Some((start, out.bytes.len())));
             }
         }
         RecordFormat::Lines(Format::Csv { delimiter, .. }) => {
