@@ -31,7 +31,7 @@ pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(crate) struct OutputTarget {
     pub(crate) topic: String,
-    pub(crate) encoder: RecordEncoder,
+    encoder: RecordEncoder,
     partitioner: Partitioner,
     partitions: i32,
     /// 'sink.transaction-headers': records carry their transaction's headers.
@@ -85,7 +85,7 @@ impl OutputTarget {
     }
 
     /// Produces one output record.
-    pub(crate) fn send<C>(
+    fn send<C>(
         &mut self,
         producer: &BaseProducer<C>,
         record: (Option<&[u8]>, &[u8]),
