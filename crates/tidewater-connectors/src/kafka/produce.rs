@@ -112,18 +112,21 @@ where
     while from < messages.len() {
         let rest = &mut messages[from..];
         let n = i32::try_from(rest.len()).unwrap_or(i32::MAX);
+        // One named partition for all (the 'fixed' partitioner): librdkafka looks it up
+        // and adds it to the transaction once per call instead of once per record.
+        let (partition, flags) = match one_partition(rest) {
+            Some(p) => (p, rd::RD_KAFKA_MSG_F_COPY),
+            None => (
+                PARTITION_UA,
+                rd::RD_KAFKA_MSG_F_COPY | rd::RD_KAFKA_MSG_F_PARTITION,
+            ),
+        };
         // SAFETY: the topic handle is live (it borrows the producer); `rest` holds `n`
         // initialised messages whose key and value point into bytes the caller
         // borrows, copied by librdkafka before the call returns; it writes only their
         // `err` fields.
         unsafe {
-            rd::rd_kafka_produce_batch(
-                handle.0.as_ptr(),
-                PARTITION_UA,
-                rd::RD_KAFKA_MSG_F_COPY | rd::RD_KAFKA_MSG_F_PARTITION,
-                rest.as_mut_ptr(),
-                n,
-            );
+            rd::rd_kafka_produce_batch(handle.0.as_ptr(), partition, flags, rest.as_mut_ptr(), n);
         }
         let taken = usize::try_from(n).unwrap_or(rest.len()).min(rest.len());
         let failed = rest[..taken]
@@ -146,6 +149,12 @@ where
         }
     }
     Ok(())
+}
+
+/// The partition every message names, if they all name the same one.
+fn one_partition(messages: &[rd::rd_kafka_message_t]) -> Option<i32> {
+    let p = messages.first()?.partition;
+    (p != PARTITION_UA && messages.iter().all(|m| m.partition == p)).then_some(p)
 }
 
 /// An application handle of a producer's topic, destroyed when dropped; it borrows the
@@ -196,7 +205,8 @@ mod tests {
 
     /// Records reach the partitions they name in their order, with their keys and
     /// values, through a queue too small for them (every full queue waited out), and
-    /// the partitioner places the ones that name none.
+    /// the partitioner places the ones that name none. Runs of one partition longer
+    /// than a librdkafka call take the one-partition call, the others the per-record one.
     #[test]
     fn records_arrive_in_order_through_a_full_queue() {
         let cluster = MockCluster::new(1).expect("mock cluster");
@@ -207,12 +217,12 @@ mod tests {
             .set("linger.ms", "1")
             .create()
             .expect("producer");
-        let values: Vec<String> = (0..400).map(|i| format!("v{i}")).collect();
-        let keys: Vec<String> = (0..400).map(|i| format!("k{i}")).collect();
-        let records = (0..400usize).map(|i| Record {
+        let values: Vec<String> = (0..1000).map(|i| format!("v{i}")).collect();
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let records = (0..1000usize).map(|i| Record {
             key: (!i.is_multiple_of(5)).then(|| keys[i].as_bytes()),
             value: values[i].as_bytes(),
-            partition: (i < 300).then_some((i / 100) as i32),
+            partition: (i < 900).then_some((i / 300) as i32),
         });
         let before = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -235,7 +245,7 @@ mod tests {
         consumer.assign(&tpl).expect("assigned");
         let mut read: Vec<Vec<(Option<String>, String)>> = vec![Vec::new(); 3];
         let started = std::time::Instant::now();
-        while read.iter().map(Vec::len).sum::<usize>() < 400 {
+        while read.iter().map(Vec::len).sum::<usize>() < 1000 {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "only {:?} read",
@@ -257,10 +267,10 @@ mod tests {
             )
         };
         for (p, got) in read.iter().enumerate() {
-            let named: Vec<_> = (p * 100..(p + 1) * 100).map(expected).collect();
+            let named: Vec<_> = (p * 300..(p + 1) * 300).map(expected).collect();
             let mine: Vec<_> = got
                 .iter()
-                .filter(|(_, v)| v[1..].parse::<usize>().expect("v<n>") < 300)
+                .filter(|(_, v)| v[1..].parse::<usize>().expect("v<n>") < 900)
                 .cloned()
                 .collect();
             assert_eq!(mine, named, "partition {p}");
@@ -272,7 +282,7 @@ mod tests {
             let mut last = None;
             for (_, v) in got {
                 let i: usize = v[1..].parse().expect("v<n>");
-                if i >= 300 {
+                if i >= 900 {
                     assert!(last < Some(i), "{i} after {last:?}");
                     last = Some(i);
                     placed.push(i);
@@ -280,7 +290,28 @@ mod tests {
             }
         }
         placed.sort_unstable();
-        assert_eq!(placed, (300..400).collect::<Vec<_>>());
+        assert_eq!(placed, (900..1000).collect::<Vec<_>>());
+    }
+
+    /// The one-partition call is taken only when every record names the same partition.
+    #[test]
+    fn one_partition_only_when_all_name_the_same() {
+        let named = |ps: &[Option<i32>]| -> Vec<rd::rd_kafka_message_t> {
+            ps.iter()
+                .map(|&partition| {
+                    message(Record {
+                        key: None,
+                        value: b"v",
+                        partition,
+                    })
+                })
+                .collect()
+        };
+        assert_eq!(one_partition(&named(&[])), None);
+        assert_eq!(one_partition(&named(&[Some(2), Some(2), Some(2)])), Some(2));
+        assert_eq!(one_partition(&named(&[Some(2), Some(1)])), None);
+        assert_eq!(one_partition(&named(&[Some(2), None])), None);
+        assert_eq!(one_partition(&named(&[None, None])), None);
     }
 
     /// A record larger than the producer takes fails the call with librdkafka's
