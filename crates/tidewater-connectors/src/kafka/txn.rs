@@ -32,12 +32,33 @@ pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct OutputTarget {
     pub(crate) topic: String,
     encoder: RecordEncoder,
-    partitioner: Partitioner,
-    partitions: i32,
+    route: Route,
     /// 'sink.transaction-headers': records carry their transaction's headers.
     tagged: bool,
+}
+
+/// Which partition each record goes to.
+#[derive(Debug)]
+struct Route {
+    partitioner: Partitioner,
+    partitions: i32,
     /// The partition of 'fixed', the next one of 'round-robin'.
     next: i32,
+}
+
+impl Route {
+    /// The next record's partition; none: librdkafka's partitioner chooses.
+    fn next(&mut self) -> Option<i32> {
+        match self.partitioner {
+            Partitioner::Default => None,
+            Partitioner::Fixed => Some(self.next),
+            Partitioner::RoundRobin => {
+                let p = self.next;
+                self.next = (self.next + 1) % self.partitions;
+                Some(p)
+            }
+        }
+    }
 }
 
 impl OutputTarget {
@@ -73,14 +94,16 @@ impl OutputTarget {
                 o.format.clone(),
                 o.key.as_ref().map(|k| (k.format.clone(), k.fields.clone())),
             ),
-            partitioner: o.partitioner,
-            partitions,
-            tagged: o.transaction_headers,
-            next: if partitions > 0 {
-                index % partitions
-            } else {
-                0
+            route: Route {
+                partitioner: o.partitioner,
+                partitions,
+                next: if partitions > 0 {
+                    index % partitions
+                } else {
+                    0
+                },
             },
+            tagged: o.transaction_headers,
         })
     }
 
@@ -96,7 +119,7 @@ impl OutputTarget {
         C: ProducerContext,
         C::DeliveryOpaque: Clone,
     {
-        let partition = self.partition();
+        let partition = self.route.next();
         produce(
             producer,
             &self.topic,
@@ -123,16 +146,12 @@ impl OutputTarget {
     {
         let records = self.encoder.encode(batch)?;
         if headers.is_none() {
-            let partitions: Vec<Option<i32>> =
-                (0..records.len()).map(|_| self.partition()).collect();
-            let all = records
-                .iter()
-                .zip(partitions)
-                .map(|((key, value), partition)| Record {
-                    key,
-                    value,
-                    partition,
-                });
+            let route = &mut self.route;
+            let all = records.iter().map(|(key, value)| Record {
+                key,
+                value,
+                partition: route.next(),
+            });
             produce_all(producer, &self.topic, all)?;
         } else {
             let extra = Extra {
@@ -160,18 +179,6 @@ impl OutputTarget {
             JobMetrics::add(&metrics.records_out, n as u64);
         }
         Ok(())
-    }
-
-    fn partition(&mut self) -> Option<i32> {
-        match self.partitioner {
-            Partitioner::Default => None,
-            Partitioner::Fixed => Some(self.next),
-            Partitioner::RoundRobin => {
-                let p = self.next;
-                self.next = (self.next + 1) % self.partitions;
-                Some(p)
-            }
-        }
     }
 }
 
@@ -556,6 +563,26 @@ impl TaskTxn {
 mod tests {
     use super::*;
     use rdkafka::ClientConfig;
+
+    /// 'fixed' sends every record to the partition of its index, 'round-robin' cycles
+    /// through all partitions from there, 'default' leaves it to librdkafka.
+    #[test]
+    fn route_picks_partitions_as_the_partitioner_says() {
+        let take = |partitioner, next| {
+            let mut r = Route {
+                partitioner,
+                partitions: 3,
+                next,
+            };
+            (0..5).map(|_| r.next()).collect::<Vec<_>>()
+        };
+        assert_eq!(take(Partitioner::Fixed, 2), vec![Some(2); 5]);
+        assert_eq!(
+            take(Partitioner::RoundRobin, 1),
+            [1, 2, 0, 1, 2].map(Some).to_vec()
+        );
+        assert_eq!(take(Partitioner::Default, 0), vec![None; 5]);
+    }
 
     /// A record that cannot be delivered keeps `flush` waiting until its timeout, and
     /// then it says so: it never reports done with a record in flight.
