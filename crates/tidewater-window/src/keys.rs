@@ -13,6 +13,7 @@ use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type};
 use arrow::row::{RowConverter, Rows, SortField};
+use hashbrown::HashTable;
 use tidewater_core::Result;
 
 // aHash: the key map is probed once per event; SipHash costs twice as much.
@@ -27,23 +28,60 @@ enum Store {
         ids: Map<i64>,
         vals: Vec<Option<i64>>,
     },
-    /// One UTF-8 string column.
+    /// One UTF-8 string column. Each key is kept once, in `vals`; the table holds ids
+    /// and finds a key's id by its hash and `vals`. A key of a rarely seen group is
+    /// interned and released again and again (a Zipf tail outlives no window), so a
+    /// new key costs no allocation when it is short and one when it is long.
     Str {
-        ids: Map<Box<str>>,
-        vals: Vec<Option<Box<str>>>,
-        /// Per id, a key of up to `SHORT` bytes zero-padded (empty otherwise): copied
-        /// into result columns as a fixed-size block, not by a `memcpy` call per key.
-        short: Vec<[u8; SHORT]>,
+        ids: HashTable<u32>,
+        hasher: ahash::RandomState,
+        vals: Vec<StrKey>,
     },
     /// Anything else, as Arrow rows.
     Rows {
         converter: RowConverter,
-        ids: Map<Box<[u8]>>,
+        ids: HashTable<u32>,
+        hasher: ahash::RandomState,
         vals: Vec<Box<[u8]>>,
     },
 }
 
 const SHORT: usize = 16;
+
+/// One string key: inline up to `SHORT` bytes (result columns copy it as a fixed-size
+/// block, not by a `memcpy` call per key), else on the heap.
+#[derive(Debug, Clone, Default)]
+enum StrKey {
+    /// A recycled id, or the NULL key's.
+    #[default]
+    Free,
+    Short {
+        len: u8,
+        bytes: [u8; SHORT],
+    },
+    Long(Box<str>),
+}
+
+impl StrKey {
+    fn new(s: &str) -> Self {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= SHORT => {
+                let mut bytes = [0; SHORT];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                StrKey::Short { len, bytes }
+            }
+            _ => StrKey::Long(s.into()),
+        }
+    }
+
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            StrKey::Free => None,
+            StrKey::Short { len, bytes } => bytes.get(..usize::from(*len)),
+            StrKey::Long(s) => Some(s.as_bytes()),
+        }
+    }
+}
 
 /// Interned grouping keys.
 #[derive(Debug)]
@@ -143,9 +181,9 @@ impl KeyTable {
                 vals: Vec::new(),
             },
             [f] if f.data_type() == &DataType::Utf8 => Store::Str {
-                ids: Map::default(),
+                ids: HashTable::new(),
+                hasher: ahash::RandomState::new(),
                 vals: Vec::new(),
-                short: Vec::new(),
             },
             _ => {
                 let sort: Vec<SortField> = fields
@@ -154,7 +192,8 @@ impl KeyTable {
                     .collect();
                 Store::Rows {
                     converter: RowConverter::new(sort)?,
-                    ids: Map::default(),
+                    ids: HashTable::new(),
+                    hasher: ahash::RandomState::new(),
                     vals: Vec::new(),
                 }
             }
@@ -235,34 +274,34 @@ impl KeyTable {
                 self.live += 1;
                 id
             }
-            (Store::Str { ids, vals, short }, KeyRef::Str(s)) => {
-                if let Some(id) = ids.get(s) {
+            (Store::Str { ids, hasher, vals }, KeyRef::Str(s)) => {
+                let b = s.as_bytes();
+                let hash = hasher.hash_one(b);
+                if let Some(id) = ids.find(hash, |&id| vals[id as usize].bytes() == Some(b)) {
                     return *id;
                 }
                 let id = Self::next_id(&mut self.free, vals);
-                if short.len() < vals.len() {
-                    short.resize(vals.len(), [0; SHORT]);
-                }
-                let mut padded = [0; SHORT];
-                if s.len() <= SHORT {
-                    padded[..s.len()].copy_from_slice(s.as_bytes());
-                }
-                short[id as usize] = padded;
-                let boxed: Box<str> = s.into();
-                vals[id as usize] = Some(boxed.clone());
-                ids.insert(boxed, id);
+                vals[id as usize] = StrKey::new(s);
+                ids.insert_unique(hash, id, |&id| {
+                    hasher.hash_one(vals[id as usize].bytes().unwrap_or_default())
+                });
                 self.bytes += s.len();
                 self.live += 1;
                 id
             }
-            (Store::Rows { ids, vals, .. }, KeyRef::Bytes(b)) => {
-                if let Some(id) = ids.get(b) {
+            (
+                Store::Rows {
+                    ids, hasher, vals, ..
+                },
+                KeyRef::Bytes(b),
+            ) => {
+                let hash = hasher.hash_one(b);
+                if let Some(id) = ids.find(hash, |&id| *vals[id as usize] == *b) {
                     return *id;
                 }
                 let id = Self::next_id(&mut self.free, vals);
-                let boxed: Box<[u8]> = b.into();
-                vals[id as usize] = boxed.clone();
-                ids.insert(boxed, id);
+                vals[id as usize] = b.into();
+                ids.insert_unique(hash, id, |&id| hasher.hash_one(&*vals[id as usize]));
                 self.bytes += b.len();
                 self.live += 1;
                 id
@@ -287,20 +326,29 @@ impl KeyTable {
                     ids.remove(&v);
                     self.bytes -= 8;
                 }
-                Store::Str { ids, vals, .. } => {
-                    let Some(s) = vals.get_mut(id as usize).and_then(Option::take) else {
+                Store::Str { ids, hasher, vals } => {
+                    let Some(key) = vals.get_mut(id as usize).map(std::mem::take) else {
                         return;
                     };
-                    ids.remove(&s);
+                    let Some(s) = key.bytes() else {
+                        return;
+                    };
+                    if let Ok(entry) = ids.find_entry(hasher.hash_one(s), |&i| i == id) {
+                        entry.remove();
+                    }
                     self.bytes -= s.len();
                 }
-                Store::Rows { ids, vals, .. } => {
+                Store::Rows {
+                    ids, hasher, vals, ..
+                } => {
                     let Some(row) = vals.get_mut(id as usize).map(std::mem::take) else {
                         return;
                     };
-                    if ids.remove(&row).is_none() {
+                    // A free slot is empty like the empty key: only a live id is found.
+                    let Ok(entry) = ids.find_entry(hasher.hash_one(&*row), |&i| i == id) else {
                         return;
-                    }
+                    };
+                    entry.remove();
                     self.bytes -= row.len();
                 }
             }
@@ -314,9 +362,15 @@ impl KeyTable {
         self.live
     }
 
-    /// Approximate bytes held for the live keys (their values, twice: map and list).
+    /// Approximate bytes held for the live keys: their values (integers twice, in map
+    /// and list) and a slot each.
     pub fn bytes(&self) -> usize {
-        self.bytes * 2 + self.live * 48
+        let copies = if matches!(self.store, Store::Int { .. }) {
+            2
+        } else {
+            1
+        };
+        self.bytes * copies + self.live * 48
     }
 
     /// True when no key is live.
@@ -346,28 +400,31 @@ impl KeyTable {
                     cast(&a, ty)?
                 }]
             }
-            Store::Str { vals, short, .. } => {
+            Store::Str { vals, .. } => {
                 let get = |id: u32| {
                     if Some(id) == null {
                         None
                     } else {
-                        vals[id as usize].as_deref()
+                        vals.get(id as usize)
                     }
                 };
-                let bytes: usize = ids.iter().map(|&id| get(id).map_or(0, str::len)).sum();
+                let bytes: usize = ids
+                    .iter()
+                    .map(|&id| get(id).and_then(StrKey::bytes).map_or(0, <[u8]>::len))
+                    .sum();
                 let mut values: Vec<u8> = Vec::with_capacity(bytes + SHORT);
                 let mut offsets: Vec<i32> = Vec::with_capacity(ids.len() + 1);
                 offsets.push(0);
                 for &id in ids {
                     match get(id) {
-                        None => {}
-                        Some(s) if s.len() <= SHORT => {
+                        None | Some(StrKey::Free) => {}
+                        Some(StrKey::Short { len, bytes }) => {
                             // A fixed-size copy, then cut back to the key's length.
                             let at = values.len();
-                            values.extend_from_slice(&short[id as usize]);
-                            values.truncate(at + s.len());
+                            values.extend_from_slice(bytes);
+                            values.truncate(at + usize::from(*len));
                         }
-                        Some(s) => values.extend_from_slice(s.as_bytes()),
+                        Some(StrKey::Long(s)) => values.extend_from_slice(s.as_bytes()),
                     }
                     offsets.push(i32::try_from(values.len()).map_err(|_| {
                         tidewater_core::Error::runtime("result keys exceed 2 GiB in one batch")
@@ -376,6 +433,7 @@ impl KeyTable {
                 let nulls = null
                     .filter(|n| ids.contains(n))
                     .map(|n| NullBuffer::from_iter(ids.iter().map(|&id| id != n)));
+                // The values are whole keys of valid UTF-8, back to back.
                 vec![Arc::new(StringArray::try_new(
                     OffsetBuffer::new(offsets.into()),
                     values.into(),
@@ -462,5 +520,59 @@ mod tests {
             Some("a key longer than sixteen bytes"),
         ]));
         assert_eq!(&cols[0], &want);
+    }
+
+    /// Against a map of the live keys, for a string key and for a two-column key (Arrow
+    /// rows): a live key keeps its id, live keys never share one, a released key is
+    /// interned anew, and the columns give the keys back.
+    #[test]
+    fn keys_agree_with_a_map_through_interning_and_release() {
+        use arrow::array::Int64Array;
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            (0u8..20).prop_map(|i| format!("k{i}")),
+            (0u8..20).prop_map(|i| format!("a key longer than sixteen bytes {i}")),
+            Just(String::new()),
+        ];
+        // (true, key): intern it; (false, key): release its id if live.
+        let ops = proptest::collection::vec((any::<bool>(), key), 1..200);
+        // The two-column key: the string and its length.
+        let columns = |names: &[String]| -> Vec<ArrayRef> {
+            vec![
+                Arc::new(StringArray::from(names.to_vec())),
+                Arc::new(Int64Array::from_iter_values(
+                    names.iter().map(|n| n.len() as i64),
+                )),
+            ]
+        };
+        proptest!(|(ops in ops, wide in any::<bool>())| {
+            let fields = if wide {
+                vec![Field::new("k", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]
+            } else {
+                vec![Field::new("k", DataType::Utf8, true)]
+            };
+            let mut t = KeyTable::new(&fields).expect("table");
+            let mut live: HashMap<String, u32> = HashMap::new();
+            for (intern, k) in ops {
+                if intern {
+                    let cols = columns(std::slice::from_ref(&k));
+                    let keys = t.rows(&cols[..fields.len()]).expect("rows");
+                    let id = t.intern(KeyTable::key_of(&keys, 0));
+                    match live.get(&k) {
+                        Some(&was) => prop_assert_eq!(id, was),
+                        None => {
+                            prop_assert!(!live.values().any(|&v| v == id), "id {} reused", id);
+                            live.insert(k, id);
+                        }
+                    }
+                } else if let Some(id) = live.remove(&k) {
+                    t.release(id);
+                }
+                prop_assert_eq!(t.len(), live.len());
+            }
+            let (names, ids): (Vec<String>, Vec<u32>) = live.into_iter().unzip();
+            let got = t.columns(&ids).expect("columns");
+            prop_assert_eq!(&got[..], &columns(&names)[..fields.len()]);
+        });
     }
 }
