@@ -1,7 +1,8 @@
 //! Kafka → Kafka benchmark of the classic job (`cargo bench --bench kafka`).
 //!
 //! Starts the test broker (tansu, `tests/common/broker.rs`; or `TIDEWATER_KAFKA_BOOTSTRAP`),
-//! produces the classic dataset as JSON messages keyed by key into a topic of
+//! produces the classic dataset keyed by key, as JSON messages (or as CSV lines,
+//! `TIDEWATER_BENCH_KAFKA_FORMAT=csv`: [`input_format`]), into a topic of
 //! `TIDEWATER_BENCH_KAFKA_PARTITIONS` (default 4) partitions, then measures:
 //!
 //! 1. **Throughput**: one `tidewater run` (release) with `-p P` (`TIDEWATER_BENCH_PARALLELISM`,
@@ -86,6 +87,26 @@ fn extra_props() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The input messages' format, `TIDEWATER_BENCH_KAFKA_FORMAT` = `json` (the default:
+/// `{"key":"k1","value":5,"ts":1700000000000}`) or `csv` (`k1,5,1700000000000`, the
+/// workload's own lines). The output is JSON either way.
+fn input_format() -> &'static str {
+    match std::env::var("TIDEWATER_BENCH_KAFKA_FORMAT").as_deref() {
+        Ok("csv") => "csv",
+        Ok("json") | Err(_) => "json",
+        Ok(other) => panic!("TIDEWATER_BENCH_KAFKA_FORMAT={other}: json or csv"),
+    }
+}
+
+/// One input message in [`input_format`].
+fn payload(key: &str, value: i64, ts: i64) -> String {
+    if input_format() == "csv" {
+        format!("{key},{value},{ts}")
+    } else {
+        format!("{{\"key\":\"{key}\",\"value\":{value},\"ts\":{ts}}}")
+    }
+}
+
 /// The classic job from `input` to `output`. `keyed`: the source declares the message key
 /// as the grouping key ('key.format' / 'key.fields'), so each partition is aggregated on
 /// its own; otherwise the job repartitions through `<group>-<input>-repartition`.
@@ -116,7 +137,7 @@ fn job(
 CREATE TABLE events (key STRING, `value` BIGINT, ts BIGINT, event_time AS TO_TIMESTAMP_LTZ(ts, 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '2' SECOND)
 WITH ('connector' = 'kafka', 'topic' = '{input}', 'properties.bootstrap.servers' = '{bootstrap}',
-  'properties.group.id' = '{group}', 'scan.startup.mode' = 'earliest-offset', 'format' = 'json',{key}
+  'properties.group.id' = '{group}', 'scan.startup.mode' = 'earliest-offset', 'format' = '{format}',{key}
   'properties.session.timeout.ms' = '6000', 'properties.heartbeat.interval.ms' = '500',
   'dead-letter.path' = '{dead}');
 CREATE TABLE results (key STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), total BIGINT, cnt BIGINT)
@@ -126,7 +147,8 @@ WITH ('connector' = 'kafka', 'topic' = '{output}', 'properties.bootstrap.servers
 INSERT INTO results SELECT key, window_start, window_end, SUM(`value`), COUNT(*)
 FROM TABLE(HOP(TABLE events, DESCRIPTOR(event_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
 GROUP BY window_start, window_end, key;",
-        dead = dir.join(format!("{group}-dead.jsonl")).display()
+        dead = dir.join(format!("{group}-dead.jsonl")).display(),
+        format = input_format(),
     )
 }
 
@@ -178,20 +200,12 @@ fn produce(broker: &Broker, topic: &str, partitions: i32, events: u64) {
         let k = cdf.partition_point(|c| *c < u).min(keys - 1);
         let key = format!("k{k}");
         let v: i64 = rng.random_range(0..=1000);
-        send(
-            &key,
-            &format!("{{\"key\":\"{key}\",\"value\":{v},\"ts\":{ts}}}"),
-            None,
-        );
+        send(&key, &payload(&key, v, ts), None);
     }
     for p in 0..partitions {
         let key = format!("__end{p}");
         let ts = t + 60_000;
-        send(
-            &key,
-            &format!("{{\"key\":\"{key}\",\"value\":0,\"ts\":{ts}}}"),
-            Some(p),
-        );
+        send(&key, &payload(&key, 0, ts), Some(p));
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     let secs = started.elapsed().as_secs_f64();

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, AsArray, BooleanArray, StringArray, StringBuilder, StructArray,
     TimestampMillisecondArray,
 };
 use arrow::compute::filter_record_batch;
@@ -199,7 +199,7 @@ impl Part {
                     }
                     Err(e) => self.dead(p, *offset, &format!("invalid UTF-8: {e}"))?,
                 },
-                RecordFormat::Lines(Format::Csv { .. }) if p.contains(&b'\n') => {
+                RecordFormat::Lines(Format::Csv { .. }) if memchr::memchr(b'\n', p).is_some() => {
                     self.dead(p, *offset, "a CSV record must be one line")?;
                 }
                 RecordFormat::Lines(_) => {
@@ -579,12 +579,30 @@ fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Slab> {
             }
         }
         RecordFormat::Lines(Format::Csv { delimiter, .. }) => {
-            for i in 0..rows {
-                // Row by row: a quoted field may hold a newline.
-                let mut w = arrow::csv::WriterBuilder::new()
+            let writer = |capacity| {
+                arrow::csv::WriterBuilder::new()
                     .with_header(false)
                     .with_delimiter(*delimiter)
-                    .build(Vec::new());
+                    .build(Vec::with_capacity(capacity))
+            };
+            if !may_hold_newline(batch) {
+                // One writer for the batch: every row is then one line.
+                let mut w = writer(rows * 64);
+                w.write(batch)?;
+                out.bytes = w.into_inner();
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', &out.bytes) {
+                    out.spans.push(Some((start, end)));
+                    start = end + 1;
+                }
+                if out.spans.len() == rows {
+                    return Ok(out);
+                }
+                out.clear();
+            }
+            for i in 0..rows {
+                // Row by row: a quoted field holds a newline.
+                let mut w = writer(64);
                 w.write(&batch.slice(i, 1))?;
                 let v = w.into_inner();
                 out.push(Some(v.strip_suffix(b"\n").unwrap_or(&v)));
@@ -592,6 +610,19 @@ fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Slab> {
         }
     }
     Ok(out)
+}
+
+/// Whether a CSV field of `batch` might hold a line break: a string column whose bytes
+/// hold one (or a column of a kind not checked here).
+fn may_hold_newline(batch: &RecordBatch) -> bool {
+    batch.columns().iter().any(|c| {
+        let breaks = |b: &[u8]| memchr::memchr2(b'\n', b'\r', b).is_some();
+        match c.data_type() {
+            DataType::Utf8 => breaks(c.as_string::<i32>().values()),
+            DataType::LargeUtf8 => breaks(c.as_string::<i64>().values()),
+            t => !(t.is_primitive() || matches!(t, DataType::Boolean | DataType::Null)),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -762,5 +793,54 @@ mod tests {
             records.iter().next().and_then(|(k, _)| k),
             Some(br#"{"window_end":"2023-11-14 22:13:30.000"}"#.as_slice())
         );
+    }
+
+    #[test]
+    fn csv_records_are_the_rows_each_written_alone() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, true),
+            Field::new("total", DataType::Int64, true),
+        ]));
+        let batch = |keys: Vec<Option<&str>>| {
+            let n = keys.len() as i64;
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(keys)),
+                    Arc::new(Int64Array::from_iter_values(0..n)),
+                ],
+            )
+            .expect("batch")
+        };
+        let alone = |b: &RecordBatch, i: usize| {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(false)
+                .build(Vec::new());
+            w.write(&b.slice(i, 1)).expect("write");
+            let mut v = w.into_inner();
+            assert_eq!(v.pop(), Some(b'\n'));
+            v
+        };
+        let csv = RecordFormat::Lines(Format::Csv {
+            delimiter: b',',
+            header: false,
+        });
+        let e = RecordEncoder::new(csv, None);
+        for b in [
+            batch(vec![
+                Some("a"),
+                None,
+                Some("with, comma"),
+                Some("q\"uote"),
+                Some(""),
+            ]),
+            batch(vec![Some("a"), Some("two\nlines"), Some("b"), Some("cr\r")]),
+            batch(vec![Some("a"), Some("b")]).slice(1, 1),
+        ] {
+            let records = e.encode(&b).expect("encode");
+            let want: Vec<Vec<u8>> = (0..b.num_rows()).map(|i| alone(&b, i)).collect();
+            let got: Vec<Vec<u8>> = records.iter().map(|(_, v)| v.to_vec()).collect();
+            assert_eq!(got, want);
+        }
     }
 }
