@@ -29,9 +29,9 @@ enum Store {
         vals: Vec<Option<i64>>,
     },
     /// One UTF-8 string column. Each key is kept once, in `vals`; the table holds ids
-    /// and finds a key's id by its hash and `vals`. A key of a rarely seen group is
-    /// interned and released again and again (a Zipf tail outlives no window), so a
-    /// new key costs no allocation when it is short and one when it is long.
+    /// and finds a key's id by its hash and `vals`. A rarely seen key is released with
+    /// its last slice and interned again at its next event, over and over, so a new
+    /// key costs no allocation when it is short and one when it is long.
     Str {
         ids: HashTable<u32>,
         hasher: ahash::RandomState,
