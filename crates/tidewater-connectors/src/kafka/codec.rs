@@ -1,4 +1,4 @@
-//! Messages to batches and back.
+//! Messages to batches.
 //!
 //! Decoding reuses the line decoders of the files: a task's messages are joined into one
 //! chunk (one record per line) and decoded in one Arrow call; a bad message becomes a
@@ -6,33 +6,27 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, StringArray, StringBuilder, StructArray,
-    TimestampMillisecondArray,
-};
+use arrow::array::{ArrayRef, BooleanArray, StringArray};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
-use arrow::error::ArrowError;
-use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder, make_encoder};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use tidewater_core::dead_letter::{DeadLetter, DeadLetterSink, Position};
 use tidewater_core::metrics::JobMetrics;
-use tidewater_core::time::write_millis;
 use tidewater_core::{Error, Result};
 
 use super::options::{KafkaSourceOptions, RecordFormat};
-use crate::format::{Chunk, ChunkDecoder, Format, stringify_timestamps};
+use crate::format::{Chunk, ChunkDecoder, Format};
 
 /// Byte strings (or absent ones) stored back to back: one growing buffer instead of an
 /// allocation per message.
-#[derive(Debug, Default)]
-struct Slab {
-    bytes: Vec<u8>,
-    spans: Vec<Option<(usize, usize)>>,
+#[derive(Debug, Default, Clone)]
+pub(super) struct Slab {
+    pub(super) bytes: Vec<u8>,
+    pub(super) spans: Vec<Option<(usize, usize)>>,
 }
 
 impl Slab {
-    fn push(&mut self, b: Option<&[u8]>) {
+    pub(super) fn push(&mut self, b: Option<&[u8]>) {
         self.spans.push(b.map(|b| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(b);
@@ -40,12 +34,12 @@ impl Slab {
         }));
     }
 
-    fn get(&self, i: usize) -> Option<&[u8]> {
+    pub(super) fn get(&self, i: usize) -> Option<&[u8]> {
         let (a, b) = self.spans.get(i).copied().flatten()?;
         self.bytes.get(a..b)
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.bytes.clear();
         self.spans.clear();
     }
@@ -56,6 +50,8 @@ impl Slab {
 pub(crate) struct Pending {
     offsets: Vec<i64>,
     keys: Slab,
+    /// Each value is followed by a newline outside its span, so that the values are
+    /// already the chunk of lines the decoder reads ([`Pending::take_lines`]).
     values: Slab,
 }
 
@@ -64,6 +60,24 @@ impl Pending {
         self.offsets.push(offset);
         self.keys.push(key);
         self.values.push(value);
+        if value.is_some() {
+            self.values.bytes.push(b'\n');
+        }
+    }
+
+    /// The values as one chunk of lines, taken without a copy, when every message has a
+    /// value and none holds a line break: then the slab is byte for byte the chunk that
+    /// [`Part::decode`] would build. Give the buffer back with [`Pending::give_back`].
+    fn take_lines(&mut self) -> Option<Vec<u8>> {
+        let n = self.values.spans.len();
+        let whole = self.values.spans.iter().all(Option::is_some)
+            && memchr::memchr2_iter(b'\n', b'\r', &self.values.bytes).count() == n;
+        whole.then(|| std::mem::take(&mut self.values.bytes))
+    }
+
+    /// Returns the buffer of [`Pending::take_lines`], to be reused.
+    fn give_back(&mut self, lines: Vec<u8>) {
+        self.values.bytes = lines;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -228,12 +242,24 @@ impl Part {
                 ok,
             ));
         }
-        let Some(decoder) = &self.decoder else {
-            return Ok((None, ok));
-        };
         if included.is_empty() {
             return Ok((None, ok));
         }
+        let (batch, _) = self.decode_lines(&included, data, &mut ok)?;
+        Ok((batch, ok))
+    }
+
+    /// Decodes `data`, whose line `j` is message `included[j]` = (index, offset), and
+    /// marks the messages that decoded in `ok`; gives `data` back.
+    fn decode_lines(
+        &self,
+        included: &[(usize, i64)],
+        data: Vec<u8>,
+        ok: &mut [bool],
+    ) -> Result<(Option<RecordBatch>, Vec<u8>)> {
+        let Some(decoder) = &self.decoder else {
+            return Ok((None, data));
+        };
         *self
             .positions
             .lines
@@ -256,9 +282,11 @@ impl Part {
                 .1,
         );
         for (line, (i, _)) in included.iter().enumerate() {
-            ok[*i] = !failed.contains(&line);
+            if let Some(ok) = ok.get_mut(*i) {
+                *ok = !failed.contains(&line);
+            }
         }
-        Ok((batch, ok))
+        Ok((batch, chunk.data))
     }
 }
 
@@ -342,9 +370,23 @@ impl MessageDecoder {
     }
 
     /// The good messages as one batch (`None` when none was good).
-    pub(crate) fn decode(&self, messages: &Pending) -> Result<Option<RecordBatch>> {
-        let values = messages.column(&messages.values);
-        let (vbatch, vok) = self.value.decode(&values)?;
+    pub(crate) fn decode(&self, messages: &mut Pending) -> Result<Option<RecordBatch>> {
+        let lines = match self.value.format {
+            RecordFormat::Lines(_) => messages.take_lines(),
+            RecordFormat::Raw => None,
+        };
+        let (vbatch, vok) = match lines {
+            Some(lines) => {
+                // Every message is one line of the chunk: no second copy.
+                let included: Vec<(usize, i64)> =
+                    messages.offsets.iter().copied().enumerate().collect();
+                let mut ok = vec![false; included.len()];
+                let (batch, lines) = self.value.decode_lines(&included, lines, &mut ok)?;
+                messages.give_back(lines);
+                (batch, ok)
+            }
+            None => self.value.decode(&messages.column(&messages.values))?,
+        };
         let Some((key_part, sources)) = &self.key else {
             return Ok(vbatch);
         };
@@ -393,243 +435,12 @@ impl MessageDecoder {
     }
 }
 
-/// Turns output rows into message keys and values.
-#[derive(Debug, Clone)]
-pub(crate) struct RecordEncoder {
-    value: RecordFormat,
-    key: Option<(RecordFormat, Vec<usize>)>,
-}
-
-/// The records of a batch: values (and keys) back to back in one buffer each.
-#[derive(Debug, Default)]
-pub(crate) struct Encoded {
-    values: Slab,
-    keys: Option<Slab>,
-}
-
-impl Encoded {
-    /// Records.
-    pub(crate) fn len(&self) -> usize {
-        self.values.spans.len()
-    }
-
-    /// Each record's key and value.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, &[u8])> {
-        (0..self.len()).map(|i| {
-            (
-                self.keys.as_ref().and_then(|k| k.get(i)),
-                self.values.get(i).unwrap_or_default(),
-            )
-        })
-    }
-}
-
-impl RecordEncoder {
-    pub(crate) fn new(value: RecordFormat, key: Option<(RecordFormat, Vec<usize>)>) -> Self {
-        Self { value, key }
-    }
-
-    /// One record per row.
-    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Encoded> {
-        let json = |f: &RecordFormat| matches!(f, RecordFormat::Lines(Format::Json));
-        // The JSON writer formats millisecond timestamps itself (`MillisAsText`).
-        let batch = if json(&self.value)
-            && self.key.as_ref().is_none_or(|(f, _)| json(f))
-            && !batch.schema().fields().iter().any(|f| {
-                matches!(f.data_type(), DataType::Timestamp(u, _) if *u != TimeUnit::Millisecond)
-            }) {
-            batch.clone()
-        } else {
-            timestamps_as_text(batch)?
-        };
-        let values = encode_rows(&self.value, &batch)?;
-        let keys = match &self.key {
-            Some((format, cols)) => Some(encode_rows(format, &batch.project(cols)?)?),
-            None => None,
-        };
-        Ok(Encoded { values, keys })
-    }
-}
-
-/// Millisecond timestamps as `YYYY-MM-DD HH:MM:SS.sss` text by the fast formatter (window
-/// results carry two each); other timestamp columns the general way.
-fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
-    let millis = |f: &arrow::datatypes::Field| {
-        matches!(f.data_type(), DataType::Timestamp(TimeUnit::Millisecond, _))
-    };
-    let schema = batch.schema();
-    if !schema.fields().iter().any(|f| millis(f)) {
-        return stringify_timestamps(batch);
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    let mut text = String::with_capacity(23);
-    for (f, c) in schema.fields().iter().zip(batch.columns()) {
-        let Some(ts) = c.as_any().downcast_ref::<TimestampMillisecondArray>() else {
-            fields.push(f.as_ref().clone());
-            columns.push(c.clone());
-            continue;
-        };
-        let mut b = StringBuilder::with_capacity(ts.len(), ts.len() * 23);
-        // Window results come grouped by window: a run of rows shares each bound.
-        let mut last = None;
-        for v in ts {
-            match v {
-                Some(ms) => {
-                    if last != Some(ms) {
-                        text.clear();
-                        write_millis(ms, &mut text);
-                        last = Some(ms);
-                    }
-                    b.append_value(&text);
-                }
-                None => b.append_null(),
-            }
-        }
-        fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
-        columns.push(Arc::new(b.finish()) as ArrayRef);
-    }
-    stringify_timestamps(&RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// Millisecond timestamps in JSON as Flink writes them, `"YYYY-MM-DD HH:MM:SS.sss"`,
-/// straight into the record: no column of text in between and no escaping (the text
-/// needs none). Window results carry two each, in runs of equal values.
-#[derive(Debug)]
-struct MillisAsText;
-
-impl EncoderFactory for MillisAsText {
-    fn make_default_encoder<'a>(
-        &self,
-        _field: &'a FieldRef,
-        array: &'a dyn Array,
-        _options: &'a EncoderOptions,
-    ) -> std::result::Result<Option<NullableEncoder<'a>>, ArrowError> {
-        let Some(ts) = array.as_any().downcast_ref::<TimestampMillisecondArray>() else {
-            return Ok(None);
-        };
-        let encoder = MillisEncoder {
-            ts,
-            last: None,
-            text: String::with_capacity(25),
-        };
-        Ok(Some(NullableEncoder::new(
-            Box::new(encoder),
-            ts.nulls().cloned(),
-        )))
-    }
-}
-
-struct MillisEncoder<'a> {
-    ts: &'a TimestampMillisecondArray,
-    /// The value `text` holds, quoted.
-    last: Option<i64>,
-    text: String,
-}
-
-impl Encoder for MillisEncoder<'_> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        let ms = self.ts.value(idx);
-        if self.last != Some(ms) {
-            self.text.clear();
-            self.text.push('"');
-            write_millis(ms, &mut self.text);
-            self.text.push('"');
-            self.last = Some(ms);
-        }
-        out.extend_from_slice(self.text.as_bytes());
-    }
-}
-
-fn encode_rows(format: &RecordFormat, batch: &RecordBatch) -> Result<Slab> {
-    let rows = batch.num_rows();
-    let mut out = Slab::default();
-    match format {
-        RecordFormat::Raw => {
-            let col = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| Error::runtime("'raw' format needs a STRING column"))?;
-            for v in col {
-                out.push(Some(v.unwrap_or_default().as_bytes()));
-            }
-        }
-        RecordFormat::Lines(Format::Json) => {
-            // arrow-json's encoder straight into the slab, one record per row: its
-            // line writer would copy every 8 KiB through a buffer of its own, and the
-            // records would have to be found again by their newlines.
-            let array = StructArray::from(batch.clone());
-            let field: FieldRef = Arc::new(Field::new_struct(
-                "",
-                batch.schema().fields().clone(),
-                false,
-            ));
-            let options = EncoderOptions::default().with_encoder_factory(Arc::new(MillisAsText));
-            let mut encoder = make_encoder(&field, &array, &options)?;
-            out.bytes.reserve(rows * 96);
-            out.spans.reserve(rows);
-            for i in 0..rows {
-                let start = out.bytes.len();
-                encoder.encode(i, &mut out.bytes);
-                out.spans.push(Some((start, out.bytes.len())));
-            }
-        }
-        RecordFormat::Lines(Format::Csv { delimiter, .. }) => {
-            let writer = |capacity| {
-                arrow::csv::WriterBuilder::new()
-                    .with_header(false)
-                    .with_delimiter(*delimiter)
-                    .build(Vec::with_capacity(capacity))
-            };
-            if !may_hold_newline(batch) {
-                // One writer for the batch: every row is then one line.
-                let mut w = writer(rows * 64);
-                w.write(batch)?;
-                out.bytes = w.into_inner();
-                let mut start = 0;
-                for end in memchr::memchr_iter(b'\n', &out.bytes) {
-                    out.spans.push(Some((start, end)));
-                    start = end + 1;
-                }
-                if out.spans.len() == rows {
-                    return Ok(out);
-                }
-                out.clear();
-            }
-            for i in 0..rows {
-                // Row by row: a quoted field holds a newline.
-                let mut w = writer(64);
-                w.write(&batch.slice(i, 1))?;
-                let v = w.into_inner();
-                out.push(Some(v.strip_suffix(b"\n").unwrap_or(&v)));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Whether a CSV field of `batch` might hold a line break: a string column whose bytes
-/// hold one (or a column of a kind not checked here).
-fn may_hold_newline(batch: &RecordBatch) -> bool {
-    batch.columns().iter().any(|c| {
-        let breaks = |b: &[u8]| memchr::memchr2(b'\n', b'\r', b).is_some();
-        match c.data_type() {
-            DataType::Utf8 => breaks(c.as_string::<i32>().values()),
-            DataType::LargeUtf8 => breaks(c.as_string::<i64>().values()),
-            t => !(t.is_primitive() || matches!(t, DataType::Boolean | DataType::Null)),
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::TableOptions;
     use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
 
     use tidewater_core::dead_letter::MemoryDeadLetters as Letters;
 
@@ -679,7 +490,7 @@ mod tests {
             metrics.clone(),
         );
         let batch = d
-            .decode(&msgs(&[
+            .decode(&mut msgs(&[
                 (10, None, Some(br#"{"key":"a","value":1}"#)),
                 (11, None, Some(b"not json")),
                 (12, None, None),
@@ -711,6 +522,54 @@ mod tests {
     }
 
     #[test]
+    fn one_line_messages_decode_in_place_and_bad_ones_keep_their_offsets() {
+        let letters = Arc::new(Letters::default());
+        let d = MessageDecoder::new(
+            &source(&[]),
+            schema(),
+            "t",
+            1,
+            letters.clone(),
+            Arc::default(),
+        );
+        let mut pending = Pending::default();
+        let mut decode = |list: &[Msg<'_>]| {
+            for (offset, key, value) in list {
+                pending.push(*offset, key.map(str::as_bytes), *value);
+            }
+            let batch = d.decode(&mut pending).expect("decode").expect("rows");
+            // The buffer taken for the chunk comes back and is reused.
+            pending.clear();
+            let values = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("i64");
+            values.values().to_vec()
+        };
+        let first = decode(&[
+            (20, None, Some(br#"{"key":"a","value":1}"#)),
+            (21, None, Some(b"{oops")),
+            (22, None, Some(br#"{"key":"b","value":2}"#)),
+        ]);
+        // Fewer and shorter messages next: nothing of the first batch is read again.
+        let second = decode(&[(23, None, Some(br#"{"value":3}"#)), (24, None, Some(b"]"))]);
+        assert_eq!((first, second), (vec![1, 2], vec![3]));
+        let at: Vec<Position> = letters
+            .letters()
+            .iter()
+            .map(|l| l.position.clone())
+            .collect();
+        let kafka = |offset| Position::Kafka {
+            topic: "t".into(),
+            partition: 1,
+            offset,
+        };
+        assert_eq!(at, vec![kafka(21), kafka(24)]);
+        assert_eq!(letters.letters()[0].raw, b"{oops");
+    }
+
+    #[test]
     fn except_key_reads_key_columns_from_the_message_key() {
         let letters = Arc::new(Letters::default());
         let o = source(&[
@@ -720,7 +579,7 @@ mod tests {
         ]);
         let d = MessageDecoder::new(&o, schema(), "t", 0, letters.clone(), Arc::default());
         let batch = d
-            .decode(&msgs(&[
+            .decode(&mut msgs(&[
                 (0, Some("a"), Some(br#"{"value":1}"#)),
                 (1, Some("b"), Some(b"{oops")),
                 (2, Some("c"), Some(br#"{"value":3}"#)),
@@ -734,113 +593,5 @@ mod tests {
             .expect("str");
         assert_eq!(keys.iter().flatten().collect::<Vec<_>>(), vec!["a", "c"]);
         assert_eq!(letters.letters().len(), 1);
-    }
-
-    #[test]
-    fn records_carry_timestamps_as_text_and_the_declared_key() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("key", DataType::Utf8, true),
-            Field::new(
-                "window_end",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            ),
-        ]));
-        // A run of equal bounds, a null (left out, as arrow-json leaves out nulls) and
-        // another value: the JSON writer's own formatting of them keeps no stale text.
-        let ends = [
-            Some(1_700_000_010_000),
-            Some(1_700_000_010_000),
-            None,
-            Some(1_700_000_012_345),
-        ];
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from(vec!["k1", "k2", "k3", "k4"])),
-                Arc::new(TimestampMillisecondArray::from(ends.to_vec())),
-            ],
-        )
-        .expect("batch");
-        let e = RecordEncoder::new(
-            RecordFormat::Lines(Format::Json),
-            Some((RecordFormat::Raw, vec![0])),
-        );
-        let records = e.encode(&batch).expect("encode");
-        let expected: Vec<(Option<&[u8]>, &[u8])> = vec![
-            (
-                Some(b"k1"),
-                br#"{"key":"k1","window_end":"2023-11-14 22:13:30.000"}"#,
-            ),
-            (
-                Some(b"k2"),
-                br#"{"key":"k2","window_end":"2023-11-14 22:13:30.000"}"#,
-            ),
-            (Some(b"k3"), br#"{"key":"k3"}"#),
-            (
-                Some(b"k4"),
-                br#"{"key":"k4","window_end":"2023-11-14 22:13:32.345"}"#,
-            ),
-        ];
-        assert_eq!(records.iter().collect::<Vec<_>>(), expected);
-        // A JSON key: the same text there.
-        let e = RecordEncoder::new(
-            RecordFormat::Lines(Format::Json),
-            Some((RecordFormat::Lines(Format::Json), vec![1])),
-        );
-        let records = e.encode(&batch).expect("encode");
-        assert_eq!(
-            records.iter().next().and_then(|(k, _)| k),
-            Some(br#"{"window_end":"2023-11-14 22:13:30.000"}"#.as_slice())
-        );
-    }
-
-    #[test]
-    fn csv_records_are_the_rows_each_written_alone() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("key", DataType::Utf8, true),
-            Field::new("total", DataType::Int64, true),
-        ]));
-        let batch = |keys: Vec<Option<&str>>| {
-            let n = keys.len() as i64;
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(StringArray::from(keys)),
-                    Arc::new(Int64Array::from_iter_values(0..n)),
-                ],
-            )
-            .expect("batch")
-        };
-        let alone = |b: &RecordBatch, i: usize| {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(false)
-                .build(Vec::new());
-            w.write(&b.slice(i, 1)).expect("write");
-            let mut v = w.into_inner();
-            assert_eq!(v.pop(), Some(b'\n'));
-            v
-        };
-        let csv = RecordFormat::Lines(Format::Csv {
-            delimiter: b',',
-            header: false,
-        });
-        let e = RecordEncoder::new(csv, None);
-        for b in [
-            batch(vec![
-                Some("a"),
-                None,
-                Some("with, comma"),
-                Some("q\"uote"),
-                Some(""),
-            ]),
-            batch(vec![Some("a"), Some("two\nlines"), Some("b"), Some("cr\r")]),
-            batch(vec![Some("a"), Some("b")]).slice(1, 1),
-        ] {
-            let records = e.encode(&b).expect("encode");
-            let want: Vec<Vec<u8>> = (0..b.num_rows()).map(|i| alone(&b, i)).collect();
-            let got: Vec<Vec<u8>> = records.iter().map(|(_, v)| v.to_vec()).collect();
-            assert_eq!(got, want);
-        }
     }
 }

@@ -8,7 +8,7 @@
 //!   librdkafka queue of its own, and records without headers produced many per call
 //!   (the crate's only `unsafe`, each behind a safe API).
 //! - `codec`: messages to Arrow batches (bad ones become dead letters with topic,
-//!   partition and offset) and batches to messages.
+//!   partition and offset); `encode`: batches to messages, one record per row.
 //! - [`tasks`]: the partition-task runtime. Each instance's members join the group;
 //!   every assigned input partition becomes a task with its own watermark, window state
 //!   and transactional producer; a task checkpoints into one Kafka transaction (output,
@@ -30,6 +30,7 @@
 mod changelog;
 mod client_defaults;
 mod codec;
+mod encode;
 mod fetch;
 pub mod options;
 mod produce;

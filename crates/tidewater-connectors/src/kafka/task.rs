@@ -323,7 +323,7 @@ impl InputTask {
             return Ok(());
         }
         let next = self.pending.next_offset();
-        let decoded = self.decoder.decode(&self.pending);
+        let decoded = self.decoder.decode(&mut self.pending);
         // The buffers are kept (cleared) for the next messages.
         self.pending.clear();
         if let Some(batch) = decoded? {

@@ -18,7 +18,7 @@ use tidewater_core::{Error, Result};
 use super::changelog::{
     H_CHECKPOINT, H_FROM, H_GEN, H_LINEAGE, H_TASK, Mark, from_header, snapshot_records,
 };
-use super::codec::RecordEncoder;
+use super::encode::RecordEncoder;
 use super::options::{KafkaSinkOptions, Partitioner};
 use super::produce::{NullOpaque, Record, produce_all};
 use super::repartition::{counter, lineage_header, next_lineage};
@@ -107,30 +107,6 @@ impl OutputTarget {
         })
     }
 
-    /// Produces one output record.
-    fn send<C>(
-        &mut self,
-        producer: &BaseProducer<C>,
-        record: (Option<&[u8]>, &[u8]),
-        extra: Extra<'_>,
-        opaque: C::DeliveryOpaque,
-    ) -> Result<()>
-    where
-        C: ProducerContext,
-        C::DeliveryOpaque: Clone,
-    {
-        let partition = self.route.next();
-        produce(
-            producer,
-            &self.topic,
-            partition,
-            record.0,
-            record.1,
-            extra,
-            opaque,
-        )
-    }
-
     /// Encodes `batch` and produces its records, each with `headers` if any; returns
     /// how many. Without headers they go in one librdkafka call (`produce_all`, which
     /// cannot carry headers), else one at a time.
@@ -145,8 +121,8 @@ impl OutputTarget {
         C::DeliveryOpaque: NullOpaque + Clone + Default,
     {
         let records = self.encoder.encode(batch)?;
+        let route = &mut self.route;
         if headers.is_none() {
-            let route = &mut self.route;
             let all = records.iter().map(|(key, value)| Record {
                 key,
                 value,
@@ -158,8 +134,10 @@ impl OutputTarget {
                 headers,
                 timestamp: Some(now_millis()),
             };
-            for record in records.iter() {
-                self.send(producer, record, extra, C::DeliveryOpaque::default())?;
+            for (key, value) in records.iter() {
+                let partition = route.next();
+                let opaque = C::DeliveryOpaque::default();
+                produce(producer, &self.topic, partition, key, value, extra, opaque)?;
             }
         }
         Ok(records.len())
