@@ -36,6 +36,9 @@
 //!    SIGKILLed after its first commit; the time from the kill until the partitions it
 //!    owned commit again under the survivor (session timeout 6 s).
 //!
+//! Each run's topics (output, changelog, repartition) are deleted once its output is
+//! counted: the test broker keeps every record in memory, about 1 GiB per run.
+//!
 //! The broker runs on the same machine and takes CPU of its own: events/s is the whole
 //! system on loopback; events per tidewater CPU-second is the engine alone. Output partitions = input partitions
 //! with 'sink.partitioner' = 'fixed', so no two tasks' transactions share a partition:
@@ -501,13 +504,22 @@ fn throughput(bin: &str, backlog: &Backlog<'_>, keyed: bool) -> Run {
     });
     let (ticks, _) = clock_ticks();
     let cpu = |a: Option<u64>, b: Option<u64>| Some((b? - a?) as f64 / ticks);
+    let output_records = count_output(broker, &output, partitions);
+    // The run's topics go: the test broker keeps every record in memory, and a dozen
+    // runs (8.4 M results each) filled 24 GiB until the kernel killed it.
+    let changelog = format!("{group}-{input}-changelog");
+    let mut done = vec![output.as_str(), changelog.as_str()];
+    if !keyed {
+        done.push(&data_topic);
+    }
+    broker.delete_topics(&done);
     Run {
         secs: end.at.duration_since(first.at).as_secs_f64(),
         since_start: end.at.duration_since(started).as_secs_f64(),
         tidewater_cpu: cpu(first.tidewater, end.tidewater),
         broker_cpu: cpu(first.broker, end.broker),
         bench_cpu: cpu(first.bench, end.bench),
-        output: count_output(broker, &output, partitions),
+        output: output_records,
         load,
     }
 }

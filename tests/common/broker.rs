@@ -220,6 +220,25 @@ impl Broker {
         }
     }
 
+    /// Deletes `names` (the benchmark's finished outputs: memory storage keeps every
+    /// record until its topic goes). Errors are only reported: a topic the broker never
+    /// created is no reason to stop.
+    pub fn delete_topics(&self, names: &[&str]) {
+        let admin: AdminClient<DefaultClientContext> = self
+            .config()
+            .create()
+            .unwrap_or_else(|e| panic!("admin client: {e}"));
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        match block_on(admin.delete_topics(names, &options)) {
+            Ok(results) => {
+                for (topic, code) in results.into_iter().filter_map(Result::err) {
+                    eprintln!("delete topic {topic}: {code}");
+                }
+            }
+            Err(e) => eprintln!("delete topics {names:?}: {e}"),
+        }
+    }
+
     /// A `BaseConsumer` with `bootstrap.servers` and the given extra settings.
     pub fn consumer(&self, settings: &[(&str, &str)]) -> BaseConsumer {
         let mut config = self.config();
