@@ -19,7 +19,7 @@ use crate::format::{Chunk, ChunkDecoder, Format};
 
 /// Byte strings (or absent ones) stored back to back: one growing buffer instead of an
 /// allocation per message.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(super) struct Slab {
     pub(super) bytes: Vec<u8>,
     pub(super) spans: Vec<Option<(usize, usize)>>,

@@ -25,7 +25,7 @@ use super::options::RecordFormat;
 use crate::format::{Format, stringify_timestamps};
 
 /// Turns output rows into message keys and values.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct RecordEncoder {
     value: RecordFormat,
     key: Option<(RecordFormat, Vec<usize>)>,
@@ -34,7 +34,7 @@ pub(crate) struct RecordEncoder {
 }
 
 /// The records of a batch: values (and keys) back to back in one buffer each.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct Encoded {
     values: Slab,
     keys: Option<Slab>,
